@@ -9,8 +9,16 @@
 #![deny(unsafe_code)]
 
 pub mod command;
+pub mod conference;
+pub mod config;
+pub mod dtls;
+pub mod endpoint;
+pub mod forward;
 pub mod ice;
 pub mod io;
+pub mod peer;
 pub mod rtcp;
 pub mod rtp;
+pub mod runtime;
 pub mod srtp;
+pub mod worker;

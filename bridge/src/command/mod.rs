@@ -1,3 +1,4 @@
-//! The bridge link: the command protocol (one JSON object a line on a Unix socket) and
-//! its server. `protocol` is shared with the control service.
+//! The bridge link: the command protocol (`protocol`, one JSON object a line on a Unix
+//! socket, shared with the control service) and its server (`server`).
 pub mod protocol;
+pub mod server;

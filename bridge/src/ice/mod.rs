@@ -1,2 +1,4 @@
-//! ICE-lite: STUN message handling (`stun`); the responder logic lives with the endpoint.
+//! ICE-lite (RFC 8445 2.5): STUN messages (`stun`) and the responder's checks and
+//! consent freshness (`lite`). The worker answers; these decide.
+pub mod lite;
 pub mod stun;
