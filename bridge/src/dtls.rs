@@ -213,13 +213,33 @@ impl DtlsHandle {
 /// Starts the DTLS thread for one role and identity; it runs until every handle is
 /// dropped.
 pub fn spawn(identity: Arc<Identity>, role: Role, name: &str) -> std::io::Result<DtlsHandle> {
+    spawn_with_profiles(
+        identity,
+        role,
+        name,
+        &[Profile::AeadAes128Gcm, Profile::Aes128CmHmacSha1_80],
+    )
+}
+
+/// Like [`spawn`], offering only `profiles` (in order of preference); a client that
+/// offers one profile forces it.
+pub fn spawn_with_profiles(
+    identity: Arc<Identity>,
+    role: Role,
+    name: &str,
+    profiles: &[Profile],
+) -> std::io::Result<DtlsHandle> {
+    let profiles: Arc<[SrtpProtectionProfile]> = profiles
+        .iter()
+        .map(|p| SrtpProtectionProfile::from(p.dtls_id()))
+        .collect();
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;
     std::thread::Builder::new()
         .name(name.to_owned())
-        .spawn(move || runtime.block_on(run(identity, role, rx)))?;
+        .spawn(move || runtime.block_on(run(identity, role, profiles, rx)))?;
     Ok(DtlsHandle { tx })
 }
 
@@ -228,7 +248,12 @@ struct Session {
     task: tokio::task::JoinHandle<()>,
 }
 
-async fn run(identity: Arc<Identity>, role: Role, mut rx: mpsc::Receiver<Input>) {
+async fn run(
+    identity: Arc<Identity>,
+    role: Role,
+    profiles: Arc<[SrtpProtectionProfile]>,
+    mut rx: mpsc::Receiver<Input>,
+) {
     let mut sessions: HashMap<SessionId, Session> = HashMap::new();
     while let Some(input) = rx.recv().await {
         match input {
@@ -241,6 +266,7 @@ async fn run(identity: Arc<Identity>, role: Role, mut rx: mpsc::Receiver<Input>)
                 let task = tokio::spawn(handshake(
                     identity.clone(),
                     role,
+                    profiles.clone(),
                     id,
                     remote_fingerprint,
                     inbox_rx,
@@ -269,7 +295,12 @@ async fn run(identity: Arc<Identity>, role: Role, mut rx: mpsc::Receiver<Input>)
     }
 }
 
-fn dtls_config(identity: &Identity, role: Role, remote_fingerprint: String) -> Config {
+fn dtls_config(
+    identity: &Identity,
+    role: Role,
+    profiles: &[SrtpProtectionProfile],
+    remote_fingerprint: String,
+) -> Config {
     let verify: Arc<
         dyn Fn(
                 &[Vec<u8>],
@@ -292,10 +323,7 @@ fn dtls_config(identity: &Identity, role: Role, remote_fingerprint: String) -> C
     });
     Config {
         certificates: vec![identity.certificate.clone()],
-        srtp_protection_profiles: vec![
-            SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
-            SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
-        ],
+        srtp_protection_profiles: profiles.to_vec(),
         extended_master_secret: ExtendedMasterSecretType::Require,
         client_auth: match role {
             Role::Server => ClientAuthType::RequireAnyClientCert,
@@ -310,6 +338,7 @@ fn dtls_config(identity: &Identity, role: Role, remote_fingerprint: String) -> C
 async fn handshake(
     identity: Arc<Identity>,
     role: Role,
+    profiles: Arc<[SrtpProtectionProfile]>,
     id: SessionId,
     remote_fingerprint: String,
     inbox: mpsc::Receiver<Vec<u8>>,
@@ -321,7 +350,7 @@ async fn handshake(
         inbox: Mutex::new(inbox),
         out: out.clone(),
     });
-    let config = dtls_config(&identity, role, remote_fingerprint);
+    let config = dtls_config(&identity, role, &profiles, remote_fingerprint);
     let connect = DTLSConn::new(conn, config, role == Role::Client, None);
     let dtls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect).await {
         Ok(Ok(c)) => c,

@@ -195,7 +195,11 @@ mod tests {
             for (tx, rx, wrong) in [(&client, &server, &client), (&server, &client, &server)] {
                 let mut buf = [0u8; 64];
                 buf[..rtp.len()].copy_from_slice(&rtp);
-                let n = tx.outbound().unwrap().protect_rtp(&mut buf, rtp.len()).unwrap();
+                let n = tx
+                    .outbound()
+                    .unwrap()
+                    .protect_rtp(&mut buf, rtp.len())
+                    .unwrap();
                 let mut copy = buf;
                 assert_eq!(
                     wrong.inbound().unwrap().unprotect_rtp(&mut copy[..n]),

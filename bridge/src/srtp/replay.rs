@@ -5,9 +5,6 @@
 /// Width of the replay window in packets (RFC 3711 §3.3.2 requires at least 64).
 pub const WINDOW: u64 = 128;
 
-/// Largest valid SRTP packet index: 48 bits (RFC 3711 §3.3.1, §9.2).
-pub const MAX_RTP_INDEX: u64 = (1 << 48) - 1;
-
 /// Result of estimating a packet's 48-bit index from its 16-bit sequence number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Estimate {
@@ -134,7 +131,12 @@ mod tests {
             (3, 40000, 7231, idx(4, 7231)),
             // ROC at its maximum
             (u64::from(u32::MAX), 65535, 0, Estimate::Exhausted),
-            (u64::from(u32::MAX), 65535, 65534, idx(u64::from(u32::MAX), 65534)),
+            (
+                u64::from(u32::MAX),
+                65535,
+                65534,
+                idx(u64::from(u32::MAX), 65534),
+            ),
         ];
         for &(roc, sl, seq, want) in cases {
             let highest = (roc << 16) | u64::from(sl);

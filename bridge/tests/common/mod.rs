@@ -1,0 +1,307 @@
+//! Test harness: runs `viaduct-bridge` as a process on loopback, speaks the bridge link
+//! to it, and connects synthetic peers through ICE, DTLS and SRTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use viaduct_bridge::command::protocol::{
+    EndpointAllocation, ErrorCode, Event, FromBridge, MediaKind, MediaSource, Reply, Request,
+    RequestBody, StatsSnapshot,
+};
+use viaduct_bridge::dtls::{self, DtlsHandle, Identity, Role};
+use viaduct_bridge::peer::{Incoming, Peer};
+use viaduct_bridge::srtp::Profile;
+
+/// A `viaduct-bridge` child process, killed (by its PID) on drop.
+pub struct Bridge {
+    child: Child,
+    pub socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl Bridge {
+    pub fn start(backend: &str, extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "viaduct-test-{}-{}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("bridge.sock");
+        let mut args = vec![
+            "--cores", "1", "--no-pin", "--bind", "127.0.0.1", "--port-base", "0",
+            "--io-backend", backend, "--log", "warn",
+        ];
+        args.extend_from_slice(extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_viaduct-bridge"))
+            .args(&args)
+            .arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start viaduct-bridge");
+        Self { child, socket, dir }
+    }
+
+    /// Connects to the command socket, waiting for the bridge to open it.
+    pub fn link(&mut self) -> Link {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(s) = UnixStream::connect(&self.socket) {
+                return Link::new(s);
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("viaduct-bridge exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "bridge socket never appeared");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(Instant::now().elapsed().as_nanos() as u64);
+    h.finish()
+}
+
+/// The controller's side of the bridge link.
+pub struct Link {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+    next_id: u64,
+    pub events: Vec<Event>,
+}
+
+impl Link {
+    fn new(s: UnixStream) -> Self {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        Self {
+            writer: s.try_clone().unwrap(),
+            reader: BufReader::new(s),
+            next_id: 1,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn send_line(&mut self, line: &str) {
+        self.writer.write_all(line.as_bytes()).unwrap();
+        self.writer.write_all(b"\n").unwrap();
+    }
+
+    /// Reads one line from the bridge (events are kept in `events` too).
+    pub fn read(&mut self) -> FromBridge {
+        let mut line = String::new();
+        let n = self.reader.read_line(&mut line).expect("read from bridge");
+        assert!(n > 0, "bridge closed the link");
+        let msg: FromBridge = serde_json::from_str(&line).expect("bridge sent bad JSON");
+        if let FromBridge::Event { event } = &msg {
+            self.events.push(event.clone());
+        }
+        msg
+    }
+
+    pub fn request(&mut self, body: RequestBody) -> Result<Reply, (ErrorCode, String)> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let line = serde_json::to_string(&Request { id, body }).unwrap();
+        self.send_line(&line);
+        loop {
+            match self.read() {
+                FromBridge::Response { id: rid, result } if rid == id => return Ok(result),
+                FromBridge::Error { id: Some(rid), code, message } if rid == id => {
+                    return Err((code, message))
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub fn stats(&mut self) -> StatsSnapshot {
+        match self.request(RequestBody::Stats) {
+            Ok(Reply::Stats(s)) => s,
+            other => panic!("stats: {other:?}"),
+        }
+    }
+
+    /// Waits until `pred` holds for some event received so far (or later).
+    pub fn wait_event(&mut self, mut pred: impl FnMut(&Event) -> bool) -> Event {
+        if let Some(e) = self.events.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        loop {
+            if let FromBridge::Event { event } = self.read() {
+                if pred(&event) {
+                    return event;
+                }
+            }
+        }
+    }
+}
+
+/// A running call: a bridge, its link and connected peers in one conference.
+pub struct Call {
+    pub bridge: Bridge,
+    pub link: Link,
+    pub peers: Vec<Peer>,
+    pub allocations: Vec<EndpointAllocation>,
+    pub dtls: DtlsHandle,
+    pub identity: Arc<Identity>,
+    pub profile: Profile,
+    /// Next RTP sequence number per peer.
+    seq: Vec<u16>,
+}
+
+pub fn ssrc_of(i: usize) -> u32 {
+    0x1000_0000 + i as u32
+}
+
+impl Call {
+    pub fn start(backend: &str, profile: Profile, peers: usize) -> Self {
+        let mut bridge = Bridge::start(backend, &[]);
+        let mut link = bridge.link();
+        match link.request(RequestBody::Hello) {
+            Ok(Reply::Hello { io_backend, .. }) => assert_eq!(io_backend, backend),
+            other => panic!("hello: {other:?}"),
+        }
+        link.request(RequestBody::CreateConference { conference: "call".into() })
+            .expect("create conference");
+        let identity = Arc::new(Identity::generate().unwrap());
+        let dtls = dtls::spawn_with_profiles(identity.clone(), Role::Client, "peer-dtls", &[profile])
+            .unwrap();
+        let mut call = Self {
+            bridge,
+            link,
+            peers: Vec::new(),
+            allocations: Vec::new(),
+            dtls,
+            identity,
+            profile,
+            seq: Vec::new(),
+        };
+        for i in 0..peers {
+            call.add_peer(&format!("ep{i}"));
+        }
+        call
+    }
+
+    /// Allocates an endpoint, signals a new peer's credentials and connects it.
+    pub fn add_peer(&mut self, id: &str) {
+        let i = self.peers.len();
+        let alloc = match self.link.request(RequestBody::CreateEndpoint {
+            conference: "call".into(),
+            endpoint: id.into(),
+        }) {
+            Ok(Reply::EndpointCreated(a)) => a,
+            other => panic!("create endpoint: {other:?}"),
+        };
+        let mut peer = Peer::bind("127.0.0.1:0".parse().unwrap(), self.dtls.clone(), self.identity.clone())
+            .unwrap();
+        self.link
+            .request(RequestBody::UpdateEndpoint {
+                conference: "call".into(),
+                endpoint: id.into(),
+                ice: Some(peer.ice_credentials()),
+                fingerprint: Some(peer.fingerprint()),
+                sources: Some(vec![MediaSource {
+                    kind: MediaKind::Audio,
+                    ssrcs: vec![ssrc_of(i)],
+                    groups: vec![],
+                    name: None,
+                }]),
+            })
+            .expect("update endpoint");
+        let got = peer.connect(&alloc, Duration::from_secs(10)).expect("peer connects");
+        assert_eq!(got, self.profile);
+        let want = id.to_owned();
+        self.link.wait_event(|e| matches!(e, Event::EndpointConnected { endpoint, .. } if *endpoint == want));
+        self.peers.push(peer);
+        self.allocations.push(alloc);
+        self.seq.push(1);
+    }
+
+    /// Every peer sends `count` RTP packets and one SRTCP sender report; every peer must
+    /// receive exactly the others' payloads and reports. Returns per-peer refusals seen.
+    pub fn exchange(&mut self, count: usize) {
+        let n = self.peers.len();
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            for _ in 0..count {
+                let seq = self.seq[i];
+                self.seq[i] = seq.wrapping_add(1);
+                let payload = payload_of(i, seq);
+                p.send_rtp(ssrc_of(i), seq, u32::from(seq) * 960, false, &payload).unwrap();
+            }
+            let mut sr = [0u8; 28];
+            let len = viaduct_bridge::rtcp::write_sr(&mut sr, ssrc_of(i), 1, 2, count as u32, 0).unwrap();
+            p.send_rtcp(&sr[..len]).unwrap();
+        }
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            let mut want: Vec<(u32, Vec<u8>)> = Vec::new();
+            for j in (0..n).filter(|&j| j != i) {
+                let last = self.seq[j];
+                for k in 0..count as u16 {
+                    let seq = last.wrapping_sub(count as u16).wrapping_add(k);
+                    want.push((ssrc_of(j), payload_of(j, seq)));
+                }
+            }
+            let mut got = Vec::new();
+            let mut reports = 0;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while (got.len() < want.len() || reports < n - 1) && Instant::now() < deadline {
+                match p.recv(Duration::from_millis(100)).unwrap() {
+                    Some(Incoming::Rtp { ssrc, payload, .. }) => got.push((ssrc, payload)),
+                    Some(Incoming::Rtcp(c)) => {
+                        let first = viaduct_bridge::rtcp::iter(&c).next().unwrap().unwrap();
+                        assert_eq!(first.packet_type(), viaduct_bridge::rtcp::SR);
+                        reports += 1;
+                    }
+                    Some(Incoming::Refused(e)) => panic!("peer {i} refused a packet: {e}"),
+                    Some(Incoming::Control) | None => {}
+                }
+            }
+            // Nothing extra may follow.
+            while let Some(m) = p.recv(Duration::from_millis(30)).unwrap() {
+                match m {
+                    Incoming::Rtp { ssrc, payload, .. } => got.push((ssrc, payload)),
+                    Incoming::Rtcp(_) => reports += 1,
+                    _ => {}
+                }
+            }
+            got.sort();
+            want.sort();
+            assert_eq!(got.len(), want.len(), "peer {i}: wrong number of packets");
+            assert!(got == want, "peer {i}: payloads differ");
+            assert_eq!(reports, n - 1, "peer {i}: sender reports");
+        }
+    }
+
+    pub fn next_seq(&mut self, i: usize) -> u16 {
+        let s = self.seq[i];
+        self.seq[i] = s.wrapping_add(1);
+        s
+    }
+}
+
+pub fn payload_of(sender: usize, seq: u16) -> Vec<u8> {
+    let mut p = format!("peer {sender} packet {seq} ").into_bytes();
+    p.resize(160, b'.');
+    p
+}
