@@ -648,6 +648,58 @@ mod tests {
         }
     }
 
+    /// Rough single-thread echo throughput of each backend (run by hand:
+    /// `cargo test -p viaduct-bridge --release --lib io::tests::echo_throughput -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn echo_throughput() {
+        const BATCH: usize = 64;
+        const SIZE: usize = 1200;
+        const RUN: Duration = Duration::from_secs(2);
+        for choice in CHOICES {
+            let mut server = open_on(choice, "127.0.0.1:0").unwrap();
+            let mut client = open_on(choice, "127.0.0.1:0").unwrap();
+            let (server_addr, client_addr) = (server.local_addr(), client.local_addr());
+            let mut tx = TxBatch::new(BATCH);
+            let mut echo_tx = TxBatch::new(BATCH);
+            let start = Instant::now();
+            let mut echoed = 0u64;
+            let mut lost = 0u64;
+            while start.elapsed() < RUN {
+                while tx.push(&[0x80; SIZE], server_addr) {}
+                lost += (BATCH - client.send(&mut tx).unwrap()) as u64;
+                let mut pending = 0;
+                for _ in 0..8 {
+                    pending += server
+                        .recv(Duration::from_millis(5), &mut |d, src| {
+                            echo_tx.push(d, src);
+                        })
+                        .unwrap();
+                    if pending >= BATCH {
+                        break;
+                    }
+                }
+                server.send(&mut echo_tx).unwrap();
+                let mut back = 0;
+                for _ in 0..8 {
+                    back += client.recv(Duration::from_millis(5), &mut |_, _| {}).unwrap();
+                    if back >= pending {
+                        break;
+                    }
+                }
+                lost += (BATCH - back) as u64;
+                echoed += back as u64;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let calls = server.syscalls() + client.syscalls();
+            eprintln!(
+                "{choice}: {:.0} echoes/s ({SIZE} B, batches of {BATCH}), {:.3} syscalls per datagram, {lost} lost, to {client_addr}",
+                echoed as f64 / secs,
+                calls as f64 / (2.0 * echoed as f64),
+            );
+        }
+    }
+
     #[test]
     fn tx_batch_slots() {
         let dst: SocketAddr = "127.0.0.1:5000".parse().unwrap();
