@@ -50,6 +50,17 @@ pub fn route_rtcp(compound: &[u8], sender: usize, owner: impl Fn(u32) -> Option<
             return RtcpRoute::Everyone;
         };
         match packet.packet_type() {
+            rtcp::PSFB if packet.is_fir() => {
+                // RFC 5104 4.3.1: a FIR's media SSRC is 0; the targets are in its FCI.
+                for (ssrc, _) in packet.fir_entries() {
+                    let Some(slot) = owner(ssrc) else {
+                        return RtcpRoute::Everyone;
+                    };
+                    if !add(slot, &mut targets, &mut len) {
+                        return RtcpRoute::Everyone;
+                    }
+                }
+            }
             rtcp::RTPFB | rtcp::PSFB => {
                 let Some(slot) = packet.media_ssrc().and_then(&owner) else {
                     return RtcpRoute::Everyone;
@@ -110,6 +121,16 @@ mod tests {
         let n = rtcp::write_pli(&mut buf, 0x1234, 0xB).unwrap();
         match route_rtcp(&buf[..n], 0, owner) {
             RtcpRoute::Only { targets, len } => assert_eq!(&targets[..len], &[1]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn fir_goes_to_the_sender_named_in_its_entries() {
+        let mut buf = [0u8; 64];
+        let n = rtcp::write_fir(&mut buf, 0x1234, 0xC, 1).unwrap();
+        match route_rtcp(&buf[..n], 0, owner) {
+            RtcpRoute::Only { targets, len } => assert_eq!(&targets[..len], &[2]),
             other => panic!("{other:?}"),
         }
     }

@@ -21,4 +21,5 @@ pub mod rtcp;
 pub mod rtp;
 pub mod runtime;
 pub mod srtp;
+pub mod testbed;
 pub mod worker;

@@ -8,8 +8,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::{
-    context, sockaddr_from_bytes, Backend, BackendKind, RawAddr, TxBatch,
-    MAX_DATAGRAM, RECV_BATCH,
+    context, sockaddr_from_bytes, Backend, BackendKind, RawAddr, TxBatch, MAX_DATAGRAM, RECV_BATCH,
 };
 
 /// Datagrams per `sendmmsg` call; a larger [`TxBatch`] goes out in chunks of this size.
@@ -296,7 +295,8 @@ impl Backend for MmsgBackend {
                 continue; // larger than MAX_DATAGRAM: not ours to relay
             }
             let len = (self.rx_hdrs[i].msg_len as usize).min(MAX_DATAGRAM);
-            let namelen = (h.msg_namelen as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
+            let namelen =
+                (h.msg_namelen as usize).min(std::mem::size_of::<libc::sockaddr_storage>());
             // SAFETY: sockaddr_storage is plain old data, and the kernel filled its first
             // `namelen` bytes; the view lasts only for this parse.
             let name = unsafe {

@@ -503,12 +503,20 @@ mod tests {
             let mut b = open_on(choice, "127.0.0.1:0").unwrap();
             let start = Instant::now();
             let n = b
-                .recv(Duration::from_millis(50), &mut |_, _| panic!("no datagram expected"))
+                .recv(Duration::from_millis(50), &mut |_, _| {
+                    panic!("no datagram expected")
+                })
                 .unwrap();
             let took = start.elapsed();
             assert_eq!(n, 0);
-            assert!(took >= Duration::from_millis(45), "{choice}: returned after {took:?}");
-            assert!(took < Duration::from_secs(1), "{choice}: returned after {took:?}");
+            assert!(
+                took >= Duration::from_millis(45),
+                "{choice}: returned after {took:?}"
+            );
+            assert!(
+                took < Duration::from_secs(1),
+                "{choice}: returned after {took:?}"
+            );
             let start = Instant::now();
             assert_eq!(b.recv(Duration::ZERO, &mut |_, _| {}).unwrap(), 0);
             assert!(start.elapsed() < Duration::from_millis(20));
@@ -525,7 +533,9 @@ mod tests {
             let start = Instant::now();
             let mut got = Vec::new();
             let n = b
-                .recv(Duration::from_secs(2), &mut |d, src| got.push((d.to_vec(), src)))
+                .recv(Duration::from_secs(2), &mut |d, src| {
+                    got.push((d.to_vec(), src))
+                })
                 .unwrap();
             assert_eq!(n, 1, "{choice}");
             assert!(start.elapsed() < Duration::from_millis(500));
@@ -564,12 +574,16 @@ mod tests {
         for choice in CHOICES {
             let mut b = open_on(choice, "127.0.0.1:0").unwrap();
             let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
-            peer.send_to(&[7u8; MAX_DATAGRAM + 100], b.local_addr()).unwrap();
+            peer.send_to(&[7u8; MAX_DATAGRAM + 100], b.local_addr())
+                .unwrap();
             peer.send_to(&[9u8; MAX_DATAGRAM], b.local_addr()).unwrap();
             let (got, _) = recv_n(b.as_mut(), 1);
             assert_eq!(got.len(), 1, "{choice}");
             assert_eq!(got[0].0, vec![9u8; MAX_DATAGRAM], "{choice}");
-            assert_eq!(b.recv(Duration::from_millis(20), &mut |_, _| {}).unwrap(), 0);
+            assert_eq!(
+                b.recv(Duration::from_millis(20), &mut |_, _| {}).unwrap(),
+                0
+            );
         }
     }
 
@@ -600,7 +614,8 @@ mod tests {
             let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
             const N: usize = 1500;
             for i in 0..N {
-                peer.send_to(&(i as u32).to_be_bytes(), b.local_addr()).unwrap();
+                peer.send_to(&(i as u32).to_be_bytes(), b.local_addr())
+                    .unwrap();
             }
             // Let the receive side run dry before the first recv.
             std::thread::sleep(Duration::from_millis(20));
@@ -682,7 +697,9 @@ mod tests {
                 server.send(&mut echo_tx).unwrap();
                 let mut back = 0;
                 for _ in 0..8 {
-                    back += client.recv(Duration::from_millis(5), &mut |_, _| {}).unwrap();
+                    back += client
+                        .recv(Duration::from_millis(5), &mut |_, _| {})
+                        .unwrap();
                     if back >= pending {
                         break;
                     }
@@ -704,7 +721,10 @@ mod tests {
     fn tx_batch_slots() {
         let dst: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let mut tx = TxBatch::new(2);
-        assert_eq!((tx.capacity(), tx.len(), tx.is_empty(), tx.is_full()), (2, 0, true, false));
+        assert_eq!(
+            (tx.capacity(), tx.len(), tx.is_empty(), tx.is_full()),
+            (2, 0, true, false)
+        );
         let slot = tx.slot().unwrap();
         assert_eq!(slot.len(), MAX_DATAGRAM);
         slot[..3].copy_from_slice(b"abc");
@@ -735,14 +755,21 @@ mod tests {
 
     #[test]
     fn io_choice_parse_display_serde() {
-        for (s, c) in [("auto", IoChoice::Auto), ("uring", IoChoice::Uring), ("mmsg", IoChoice::Mmsg)] {
+        for (s, c) in [
+            ("auto", IoChoice::Auto),
+            ("uring", IoChoice::Uring),
+            ("mmsg", IoChoice::Mmsg),
+        ] {
             assert_eq!(s.parse::<IoChoice>().unwrap(), c);
             assert_eq!(c.to_string(), s);
             assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{s}\""));
         }
         assert!("epoll".parse::<IoChoice>().is_err());
         assert_eq!(IoChoice::default(), IoChoice::Auto);
-        assert_eq!(serde_json::to_string(&BackendKind::Uring).unwrap(), "\"uring\"");
+        assert_eq!(
+            serde_json::to_string(&BackendKind::Uring).unwrap(),
+            "\"uring\""
+        );
     }
 
     #[test]

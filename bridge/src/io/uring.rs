@@ -311,7 +311,10 @@ impl UringBackend {
         };
         if let Err(e) = registered {
             return Err((
-                context(e, "io_uring: register provided-buffer ring (needs Linux 5.19)"),
+                context(
+                    e,
+                    "io_uring: register provided-buffer ring (needs Linux 5.19)",
+                ),
                 socket,
             ));
         }
@@ -363,13 +366,12 @@ impl UringBackend {
             .map(|()| backend.reap());
         let failure = match probe {
             Err(e) => Some(e),
-            Ok(()) => match backend.recv_error.take() {
-                Some(errno) => Some(errno_error(
+            Ok(()) => backend.recv_error.take().map(|errno| {
+                errno_error(
                     errno,
                     "io_uring: multishot recvmsg refused (needs Linux 6.0)",
-                )),
-                None => None,
-            },
+                )
+            }),
         };
         if let Some(e) = failure {
             // Hand the socket back; dropping the rest cancels and unregisters (Drop).
@@ -675,11 +677,14 @@ impl Drop for UringBackend {
 fn build_ring() -> io::Result<IoUring> {
     let attempts: [fn() -> io::Result<IoUring>; 3] = [
         || {
-            if std::env::var_os("VIADUCT_NO_DEFER").is_some() { return Err(io::Error::from_raw_os_error(libc::EINVAL)); }
+            if std::env::var_os("VIADUCT_NO_DEFER").is_some() {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
             IoUring::builder()
                 .setup_single_issuer()
                 .setup_defer_taskrun()
                 .setup_coop_taskrun()
+                .setup_taskrun_flag()
                 .build(RING_ENTRIES)
         },
         || IoUring::builder().setup_coop_taskrun().build(RING_ENTRIES),
@@ -748,8 +753,18 @@ impl Backend for UringBackend {
         }
         if self.stash.is_empty() {
             self.arm()?;
-            self.wait(timeout)?;
-            self.reap();
+            if self.ring.submission().taskrun() {
+                // Deferred task work is pending (IORING_SQ_TASKRUN), i.e. datagrams have
+                // most likely arrived: run it without waiting, asking for a whole batch so
+                // the kernel keeps re-running the multishot past its 32-per-run fairness
+                // limit instead of returning after the first run.
+                self.wait_for(RECV_BATCH, Duration::ZERO)?;
+                self.reap();
+            }
+            if self.stash.is_empty() {
+                self.wait(timeout)?;
+                self.reap();
+            }
         }
         let mut delivered = 0;
         for _ in 0..RECV_BATCH {
@@ -766,10 +781,7 @@ impl Backend for UringBackend {
                     sockaddr_from_bytes(out.name_data()).map(|src| (src, out.payload_data().len()))
                 });
             if let Some((src, payload_len)) = parsed {
-                on_datagram(
-                    &mut buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + payload_len],
-                    src,
-                );
+                on_datagram(&mut buf[PAYLOAD_OFFSET..PAYLOAD_OFFSET + payload_len], src);
                 delivered += 1;
             }
             self.bufs.recycle(bid);
@@ -835,7 +847,8 @@ mod tests {
         let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let n = usize::from(RECV_BUFS) + 200;
         for i in 0..n {
-            peer.send_to(&(i as u32).to_be_bytes(), b.local_addr()).unwrap();
+            peer.send_to(&(i as u32).to_be_bytes(), b.local_addr())
+                .unwrap();
         }
         std::thread::sleep(Duration::from_millis(20));
         // Take completions without handing them over, so no buffer goes back: the kernel
@@ -854,7 +867,9 @@ mod tests {
         let before = b.syscalls();
         let mut got = 0;
         for _ in 0..usize::from(RECV_BUFS) / RECV_BATCH {
-            let k = b.recv(Duration::from_secs(1), &mut |_, _| got += 1).unwrap();
+            let k = b
+                .recv(Duration::from_secs(1), &mut |_, _| got += 1)
+                .unwrap();
             assert_eq!(k, RECV_BATCH);
         }
         assert_eq!(b.syscalls(), before);
@@ -863,7 +878,8 @@ mod tests {
             if got == n {
                 break;
             }
-            b.recv(Duration::from_millis(100), &mut |_, _| got += 1).unwrap();
+            b.recv(Duration::from_millis(100), &mut |_, _| got += 1)
+                .unwrap();
         }
         assert_eq!(got, n);
         assert!(b.armed);
@@ -882,7 +898,9 @@ mod tests {
         b.wait(Duration::ZERO).unwrap();
         let before = b.syscalls();
         let mut got = 0;
-        let n = b.recv(Duration::from_secs(1), &mut |_, _| got += 1).unwrap();
+        let n = b
+            .recv(Duration::from_secs(1), &mut |_, _| got += 1)
+            .unwrap();
         assert_eq!((n, got), (3, 3));
         assert_eq!(b.syscalls(), before);
     }

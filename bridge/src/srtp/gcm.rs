@@ -114,7 +114,7 @@ impl Gcm {
         Ok(hdr_len + plain.len())
     }
 
-    /// RFC 7714 §9.2 / §17: `header(8) | ciphertext | tag(16) | E=1 || index(4)`, with
+    /// RFC 7714 §9.2: `header(8) | ciphertext | tag(16) | E=1 || index(4)`, with
     /// AAD = first 8 bytes || the E||index word.
     pub(crate) fn protect_rtcp(
         &self,

@@ -7,7 +7,7 @@ use aes::Aes128;
 
 use super::{Context, Profile, SrtpError};
 
-/// KDF labels, RFC 3711 §4.3.2 (SRTP) and §4.3.2 / §4.3.1 (SRTCP).
+/// KDF labels, RFC 3711 §4.3.1 (SRTP: 0x00..0x02) and §4.3.2 (SRTCP: 0x03..0x05).
 pub(crate) const LABEL_RTP_ENCRYPTION: u8 = 0x00;
 pub(crate) const LABEL_RTP_AUTH: u8 = 0x01;
 pub(crate) const LABEL_RTP_SALT: u8 = 0x02;
@@ -23,8 +23,8 @@ pub(crate) const MAX_SALT_LEN: usize = 14;
 /// Prepared AES-CM PRF keyed with a master key (RFC 3711 §4.3.1, §4.3.3).
 pub(crate) struct Kdf {
     aes: Aes128,
-    /// Master salt, left-aligned in 14 bytes; a 12-byte GCM salt is zero-padded at the
-    /// end, as libsrtp and webrtc-rs do (RFC 7714 §11 reuses the AES_128_CM_PRF).
+    /// Master salt, left-aligned in 14 bytes: a 96-bit GCM salt is multiplied by 2^16
+    /// (zero-padded at the end) before use in the AES_CM PRF (RFC 7714 §11, erratum 4938).
     salt: [u8; MAX_SALT_LEN],
 }
 

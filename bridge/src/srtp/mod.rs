@@ -43,7 +43,7 @@ impl Profile {
         keys::MASTER_KEY_LEN
     }
 
-    /// Master salt length in bytes (RFC 7714 §12: 12; RFC 3711 §8.2: 14).
+    /// Master salt length in bytes (12 for GCM, RFC 7714; 14 for AES-CM, RFC 3711 §8.2).
     pub fn master_salt_len(self) -> usize {
         match self {
             Profile::AeadAes128Gcm => 12,
@@ -219,6 +219,7 @@ impl Context {
         })
     }
 
+    /// The profile this context was created for.
     pub fn profile(&self) -> Profile {
         self.profile
     }
@@ -873,6 +874,55 @@ mod tests {
             assert!(protect_rtp(&mut tx, &rtp(10, 1000, 0)).is_ok());
             assert!(unprotect_rtp(&mut rx, &srtp).is_ok());
             assert!(format!("{rx:?}").contains("rtp_streams: 64"));
+        }
+    }
+}
+#[cfg(test)]
+mod alloc_probe {
+    use super::*;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    thread_local!(static COUNT: Cell<usize> = const { Cell::new(0) });
+    struct Counting;
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            let _ = COUNT.try_with(|c| c.set(c.get() + 1));
+            System.alloc(l)
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            System.dealloc(p, l)
+        }
+    }
+    #[global_allocator]
+    static A: Counting = Counting;
+    #[test]
+    fn zero_alloc() {
+        for p in [Profile::AeadAes128Gcm, Profile::Aes128CmHmacSha1_80] {
+            let mut tx = Context::new(p, &[1; 16], &vec![2; p.master_salt_len()]).unwrap();
+            let mut rx = Context::new(p, &[1; 16], &vec![2; p.master_salt_len()]).unwrap();
+            let mut buf = vec![0u8; 1500];
+            buf[0] = 0x80;
+            buf[11] = 5;
+            // warm up: create stream state
+            let n = tx.protect_rtp(&mut buf, 1200).unwrap();
+            rx.unprotect_rtp(&mut buf[..n]).unwrap();
+            let mut rb = vec![0u8; 200];
+            rb[0] = 0x80; rb[1] = 200; rb[7] = 5;
+            let m = tx.protect_rtcp(&mut rb, 100).unwrap();
+            rx.unprotect_rtcp(&mut rb[..m]).unwrap();
+            let before = COUNT.with(|c| c.get());
+            let t = std::time::Instant::now();
+            for seq in 1..=20000u16 {
+                buf[2..4].copy_from_slice(&seq.to_be_bytes());
+                let n = tx.protect_rtp(&mut buf, 1200).unwrap();
+                rx.unprotect_rtp(&mut buf[..n]).unwrap();
+                let m = tx.protect_rtcp(&mut rb, 100).unwrap();
+                rx.unprotect_rtcp(&mut rb[..m]).unwrap();
+            }
+            let el = t.elapsed();
+            let after = COUNT.with(|c| c.get());
+            eprintln!("{p:?}: allocs {} time/iter {:?}", after - before, el / 20000);
+            assert_eq!(after, before);
         }
     }
 }
