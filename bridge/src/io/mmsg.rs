@@ -8,7 +8,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::{
-    context, sockaddr_from_bytes, Backend, BackendKind, RawAddr, TxBatch, MAX_DATAGRAM, RECV_BATCH,
+    context, sockaddr_from_bytes, Backend, BackendKind, RawAddr, TxBatch, MAX_DATAGRAM, MAX_WAIT,
+    RECV_BATCH,
 };
 
 /// Datagrams per `sendmmsg` call; a larger [`TxBatch`] goes out in chunks of this size.
@@ -134,6 +135,7 @@ impl MmsgBackend {
 
     /// Wait up to `timeout` for `events` on the socket; true when ready.
     fn wait(&mut self, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
+        let timeout = timeout.min(MAX_WAIT);
         let mut pfd = libc::pollfd {
             fd: self.fd(),
             events,

@@ -20,6 +20,10 @@ pub const MAX_DATAGRAM: usize = 2048;
 /// small enough that the worker gets back to its timers and send queue promptly.
 pub const RECV_BATCH: usize = 64;
 
+/// Longest single wait a backend hands to the kernel; a longer `recv` timeout is clamped
+/// (it then just returns 0 early), which keeps huge Durations from overflowing `time_t`.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 /// Which backend is actually running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -13,7 +13,7 @@ use io_uring::{cqueue, opcode, types, IoUring, Probe};
 
 use super::{
     context, errno_error, sockaddr_from_bytes, Backend, BackendKind, RawAddr, TxBatch,
-    MAX_DATAGRAM, RECV_BATCH,
+    MAX_DATAGRAM, MAX_WAIT, RECV_BATCH,
 };
 
 /// Submission-queue entries (the completion queue gets twice as many). Must hold a full
@@ -395,7 +395,7 @@ impl UringBackend {
             .build()
             .user_data(UD_RECV);
         // SAFETY: the msghdr is boxed in `self` (stable, outlives the request); the buffers
-        // come from the registered ring, which outlives the ring itself.
+        // come from the registered buffer ring, which outlives the io_uring instance.
         let pushed = unsafe { self.ring.submission().push(&entry) };
         if pushed.is_err() {
             self.submit()?;
@@ -423,6 +423,7 @@ impl UringBackend {
     }
 
     fn wait_for(&mut self, want: usize, timeout: Duration) -> io::Result<()> {
+        let timeout = timeout.min(MAX_WAIT);
         let ts = types::Timespec::new()
             .sec(timeout.as_secs())
             .nsec(timeout.subsec_nanos());
@@ -672,14 +673,12 @@ impl Drop for UringBackend {
     }
 }
 
-/// Build the ring: SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN (Linux 6.1) when the kernel
-/// takes it, else COOP_TASKRUN (5.19), else plain.
+/// Build the ring: SINGLE_ISSUER | DEFER_TASKRUN | COOP_TASKRUN | TASKRUN_FLAG (Linux 6.1)
+/// when the kernel takes it, else COOP_TASKRUN (5.19), else plain. TASKRUN_FLAG lets `recv`
+/// see that deferred work (arrived datagrams) is pending without a syscall.
 fn build_ring() -> io::Result<IoUring> {
     let attempts: [fn() -> io::Result<IoUring>; 3] = [
         || {
-            if std::env::var_os("VIADUCT_NO_DEFER").is_some() {
-                return Err(io::Error::from_raw_os_error(libc::EINVAL));
-            }
             IoUring::builder()
                 .setup_single_issuer()
                 .setup_defer_taskrun()

@@ -878,6 +878,7 @@ mod tests {
     }
 }
 #[cfg(test)]
+#[allow(unsafe_code)]
 mod alloc_probe {
     use super::*;
     use std::alloc::{GlobalAlloc, Layout, System};
