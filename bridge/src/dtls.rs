@@ -295,20 +295,18 @@ async fn run(
     }
 }
 
+/// webrtc-dtls's certificate check callback (its own alias is crate-private).
+type VerifyFn = dyn Fn(&[Vec<u8>], &[rustls::pki_types::CertificateDer<'static>]) -> Result<(), webrtc_dtls::Error>
+    + Send
+    + Sync;
+
 fn dtls_config(
     identity: &Identity,
     role: Role,
     profiles: &[SrtpProtectionProfile],
     remote_fingerprint: String,
 ) -> Config {
-    let verify: Arc<
-        dyn Fn(
-                &[Vec<u8>],
-                &[rustls::pki_types::CertificateDer<'static>],
-            ) -> Result<(), webrtc_dtls::Error>
-            + Send
-            + Sync,
-    > = Arc::new(move |certs: &[Vec<u8>], _| {
+    let verify: Arc<VerifyFn> = Arc::new(move |certs: &[Vec<u8>], _| {
         let Some(leaf) = certs.first() else {
             return Err(webrtc_dtls::Error::Other("no certificate".into()));
         };
@@ -357,8 +355,7 @@ async fn handshake(
         Ok(Err(e)) => return fail(&out, id, format!("handshake failed: {e}")),
         Err(_) => return fail(&out, id, "handshake timed out".to_owned()),
     };
-    let Some(profile) = Profile::from_dtls_id(dtls.selected_srtpprotection_profile() as u16)
-    else {
+    let Some(profile) = Profile::from_dtls_id(dtls.selected_srtpprotection_profile() as u16) else {
         return fail(&out, id, "no common SRTP profile".to_owned());
     };
     let len = 2 * (profile.master_key_len() + profile.master_salt_len());
@@ -487,7 +484,10 @@ mod tests {
                 default(Duration::from_millis(100)) => {}
             }
         }
-        (c_done.expect("client outcome"), s_done.expect("server outcome"))
+        (
+            c_done.expect("client outcome"),
+            s_done.expect("server outcome"),
+        )
     }
 
     #[test]

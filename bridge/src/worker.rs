@@ -112,7 +112,11 @@ impl std::hash::Hasher for FnvHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
         for &b in bytes {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -230,11 +234,10 @@ impl WorkerState {
         self.conferences[conf]
             .as_ref()
             .and_then(|c| {
-                c.members.iter().copied().find(|&m| {
-                    self.endpoints[m]
-                        .as_ref()
-                        .is_some_and(|e| e.id == endpoint)
-                })
+                c.members
+                    .iter()
+                    .copied()
+                    .find(|&m| self.endpoints[m].as_ref().is_some_and(|e| e.id == endpoint))
             })
             .ok_or_else(|| {
                 (
@@ -245,7 +248,10 @@ impl WorkerState {
     }
 
     /// Creates an endpoint from its allocation; returns its slot.
-    pub fn create_endpoint(&mut self, allocation: EndpointAllocation) -> Result<usize, CommandError> {
+    pub fn create_endpoint(
+        &mut self,
+        allocation: EndpointAllocation,
+    ) -> Result<usize, CommandError> {
         let conf = self.conference_slot(&allocation.conference)?;
         if self
             .endpoint_slot(&allocation.conference, &allocation.endpoint)
@@ -323,7 +329,11 @@ impl WorkerState {
     }
 
     /// Removes an endpoint by ids.
-    pub fn expire_endpoint(&mut self, conference: &str, endpoint: &str) -> Result<(), CommandError> {
+    pub fn expire_endpoint(
+        &mut self,
+        conference: &str,
+        endpoint: &str,
+    ) -> Result<(), CommandError> {
         let slot = self.endpoint_slot(conference, endpoint)?;
         self.remove_endpoint(slot);
         Ok(())
@@ -412,7 +422,12 @@ impl WorkerState {
 
     /// For benchmarks and tests: binds endpoint `slot` to `addr` and installs keys as
     /// if ICE and DTLS had completed.
-    pub fn force_connect(&mut self, slot: usize, addr: SocketAddr, keys: &SessionKeys) -> Result<(), SrtpError> {
+    pub fn force_connect(
+        &mut self,
+        slot: usize,
+        addr: SocketAddr,
+        keys: &SessionKeys,
+    ) -> Result<(), SrtpError> {
         let Some(ep) = self.endpoints.get_mut(slot).and_then(Option::as_mut) else {
             return Err(SrtpError::BadKey);
         };
@@ -572,13 +587,11 @@ impl WorkerState {
             return;
         };
         let remote_ufrag = ep.remote_ice.as_ref().map(|i| i.ufrag.as_bytes());
-        let nominated = match lite::check_request(&msg, ep.local_ice.pwd.as_bytes(), remote_ufrag) {
-            Ok(n) => n,
-            Err(_) => {
-                self.counters.drops.stun_integrity += 1;
-                ep.counters.drops.stun_integrity += 1;
-                return;
-            }
+        let Ok(nominated) = lite::check_request(&msg, ep.local_ice.pwd.as_bytes(), remote_ufrag)
+        else {
+            self.counters.drops.stun_integrity += 1;
+            ep.counters.drops.stun_integrity += 1;
+            return;
         };
         ep.counters.packets_in += 1;
         ep.counters.bytes_in += buf.len() as u64;
@@ -596,7 +609,12 @@ impl WorkerState {
             self.counters.drops.queue_full += 1;
             return;
         };
-        match stun::write_binding_success(out, msg.transaction_id(), src, ep.local_ice.pwd.as_bytes()) {
+        match stun::write_binding_success(
+            out,
+            msg.transaction_id(),
+            src,
+            ep.local_ice.pwd.as_bytes(),
+        ) {
             Ok(n) => {
                 tx.commit(n, src);
                 ep.counters.packets_out += 1;
@@ -678,7 +696,14 @@ impl WorkerState {
         };
         c.claim_ssrc(ssrc, slot);
         for to in forward::rtp_receivers(&c.members, slot) {
-            relay(&mut self.endpoints, &mut self.counters, to, plain, tx, false);
+            relay(
+                &mut self.endpoints,
+                &mut self.counters,
+                to,
+                plain,
+                tx,
+                false,
+            );
         }
     }
 
@@ -809,7 +834,11 @@ impl Worker {
                 self.state.on_timer(now);
                 next_timer = now + TIMER_PERIOD;
             }
-            let timeout = if self.tx.is_empty() { TICK } else { Duration::ZERO };
+            let timeout = if self.tx.is_empty() {
+                TICK
+            } else {
+                Duration::ZERO
+            };
             let (state, tx) = (&mut self.state, &mut self.tx);
             let mut batch_now = None;
             let result = self.backend.recv(timeout, &mut |buf, src| {
@@ -863,7 +892,13 @@ impl Worker {
                 sources,
                 reply,
             } => {
-                let _ = reply.send(s.update_endpoint(&conference, &endpoint, ice, fingerprint, sources));
+                let _ = reply.send(s.update_endpoint(
+                    &conference,
+                    &endpoint,
+                    ice,
+                    fingerprint,
+                    sources,
+                ));
             }
             Command::ExpireEndpoint {
                 conference,

@@ -52,9 +52,17 @@ pub struct ServerConfig {
 type ConnId = u64;
 
 enum HubMsg {
-    Open { conn: ConnId, writer: Sender<String> },
-    Line { conn: ConnId, line: Result<String, String> },
-    Closed { conn: ConnId },
+    Open {
+        conn: ConnId,
+        writer: Sender<String>,
+    },
+    Line {
+        conn: ConnId,
+        line: Result<String, String>,
+    },
+    Closed {
+        conn: ConnId,
+    },
 }
 
 struct ConferenceEntry {
@@ -149,14 +157,9 @@ fn serve(conn: ConnId, stream: UnixStream, hub: Sender<HubMsg>) -> std::io::Resu
         .spawn(move || {
             tracing::info!(conn, "controller connected");
             let mut reader = BufReader::new(stream);
-            loop {
-                match read_line(&mut reader) {
-                    Ok(Some(line)) => {
-                        if hub.send(HubMsg::Line { conn, line }).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) | Err(_) => break,
+            while let Ok(Some(line)) = read_line(&mut reader) {
+                if hub.send(HubMsg::Line { conn, line }).is_err() {
+                    break;
                 }
             }
             tracing::info!(conn, "controller disconnected");
@@ -284,7 +287,11 @@ impl Hub {
         }
     }
 
-    fn ask<T>(&self, worker: usize, make: impl FnOnce(Sender<T>) -> Command) -> Result<T, CommandError> {
+    fn ask<T>(
+        &self,
+        worker: usize,
+        make: impl FnOnce(Sender<T>) -> Command,
+    ) -> Result<T, CommandError> {
         let (tx, rx) = bounded(1);
         let link = self
             .workers
@@ -293,8 +300,12 @@ impl Hub {
         link.commands
             .send(make(tx))
             .map_err(|_| (ErrorCode::Unavailable, format!("worker {worker} stopped")))?;
-        rx.recv_timeout(WORKER_TIMEOUT)
-            .map_err(|_| (ErrorCode::Unavailable, format!("worker {worker} did not answer")))
+        rx.recv_timeout(WORKER_TIMEOUT).map_err(|_| {
+            (
+                ErrorCode::Unavailable,
+                format!("worker {worker} did not answer"),
+            )
+        })
     }
 
     fn conference(&self, id: &str) -> Result<&ConferenceEntry, CommandError> {
@@ -313,7 +324,10 @@ impl Hub {
             }),
             RequestBody::CreateConference { conference } => {
                 if conference.is_empty() || conference.len() > 256 {
-                    return Err((ErrorCode::InvalidArgument, "conference id must be 1-256 bytes".into()));
+                    return Err((
+                        ErrorCode::InvalidArgument,
+                        "conference id must be 1-256 bytes".into(),
+                    ));
                 }
                 if self.registry.contains_key(&conference) {
                     return Err((
@@ -323,7 +337,10 @@ impl Hub {
                 }
                 let worker = self.least_loaded();
                 let c = conference.clone();
-                self.ask(worker, |reply| Command::CreateConference { conference: c, reply })??;
+                self.ask(worker, |reply| Command::CreateConference {
+                    conference: c,
+                    reply,
+                })??;
                 self.registry.insert(
                     conference.clone(),
                     ConferenceEntry {
@@ -339,7 +356,10 @@ impl Hub {
                 endpoint,
             } => {
                 if endpoint.is_empty() || endpoint.len() > 256 {
-                    return Err((ErrorCode::InvalidArgument, "endpoint id must be 1-256 bytes".into()));
+                    return Err((
+                        ErrorCode::InvalidArgument,
+                        "endpoint id must be 1-256 bytes".into(),
+                    ));
                 }
                 let entry = self.conference(&conference)?;
                 if entry.endpoints.contains(&endpoint) {
@@ -351,7 +371,10 @@ impl Hub {
                 let worker = entry.worker;
                 let allocation = self.allocate(&conference, &endpoint, worker);
                 let a = allocation.clone();
-                self.ask(worker, |reply| Command::CreateEndpoint { allocation: a, reply })??;
+                self.ask(worker, |reply| Command::CreateEndpoint {
+                    allocation: a,
+                    reply,
+                })??;
                 if let Some(c) = self.registry.get_mut(&conference) {
                     c.endpoints.insert(endpoint);
                 }
@@ -394,7 +417,10 @@ impl Hub {
             RequestBody::ExpireConference { conference } => {
                 let worker = self.conference(&conference)?.worker;
                 let c = conference.clone();
-                self.ask(worker, |reply| Command::ExpireConference { conference: c, reply })??;
+                self.ask(worker, |reply| Command::ExpireConference {
+                    conference: c,
+                    reply,
+                })??;
                 self.registry.remove(&conference);
                 tracing::info!(%conference, "conference expired");
                 Ok(Reply::Done)
@@ -487,7 +513,10 @@ mod tests {
         input.extend_from_slice(b"{\"id\":1}\n");
         let mut r = BufReader::new(&input[..]);
         assert!(matches!(read_line(&mut r), Ok(Some(Err(_)))));
-        assert_eq!(read_line(&mut r).unwrap(), Some(Ok("{\"id\":1}".to_owned())));
+        assert_eq!(
+            read_line(&mut r).unwrap(),
+            Some(Ok("{\"id\":1}".to_owned()))
+        );
         assert_eq!(read_line(&mut r).unwrap(), None);
     }
 }

@@ -106,15 +106,34 @@ mod tests {
         );
         let pkt = request(b"bridge:peer", b"bridgepassword0123456789", false);
         let msg = StunMessage::parse(&pkt).unwrap();
-        assert_eq!(check_request(&msg, b"bridgepassword0123456789", None), Ok(false));
+        assert_eq!(
+            check_request(&msg, b"bridgepassword0123456789", None),
+            Ok(false)
+        );
     }
 
     #[test]
     fn refuses_bad_checks() {
-        let cases: [(&[u8], &[u8], Option<&[u8]>, IceError); 3] = [
-            (b"bridge:peer", b"wrong-password-xxxxxxxxx", Some(b"peer"), IceError::BadIntegrity),
-            (b"bridge:other", b"bridgepassword0123456789", Some(b"peer"), IceError::WrongRemoteUfrag),
-            (b"bridgepeer", b"bridgepassword0123456789", None, IceError::NotACheck),
+        type Case<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>, IceError);
+        let cases: [Case; 3] = [
+            (
+                b"bridge:peer",
+                b"wrong-password-xxxxxxxxx",
+                Some(b"peer"),
+                IceError::BadIntegrity,
+            ),
+            (
+                b"bridge:other",
+                b"bridgepassword0123456789",
+                Some(b"peer"),
+                IceError::WrongRemoteUfrag,
+            ),
+            (
+                b"bridgepeer",
+                b"bridgepassword0123456789",
+                None,
+                IceError::NotACheck,
+            ),
         ];
         for (user, key, remote, want) in cases {
             let pkt = request(user, key, false);
