@@ -50,7 +50,10 @@ fn keys(profile: Profile) -> (Context, Context) {
     let material: Vec<u8> = (0..len as u8).collect();
     let client = SessionKeys::from_dtls(profile, &material, true).expect("keys");
     let server = SessionKeys::from_dtls(profile, &material, false).expect("keys");
-    (client.outbound().expect("ctx"), server.inbound().expect("ctx"))
+    (
+        client.outbound().expect("ctx"),
+        server.inbound().expect("ctx"),
+    )
 }
 
 fn srtp(c: &mut Criterion) {
@@ -98,11 +101,16 @@ fn oracle(c: &mut Criterion) {
     use webrtc_srtp::protection_profile::ProtectionProfile as P;
     for (profile, theirs, name) in [
         (Profile::AeadAes128Gcm, P::AeadAes128Gcm, "gcm"),
-        (Profile::Aes128CmHmacSha1_80, P::Aes128CmHmacSha1_80, "cm_sha1_80"),
+        (
+            Profile::Aes128CmHmacSha1_80,
+            P::Aes128CmHmacSha1_80,
+            "cm_sha1_80",
+        ),
     ] {
         let key: Vec<u8> = (0..16).collect();
         let salt: Vec<u8> = (0..profile.master_salt_len() as u8).collect();
-        let mut ctx = webrtc_srtp::context::Context::new(&key, &salt, theirs, None, None).expect("ctx");
+        let mut ctx =
+            webrtc_srtp::context::Context::new(&key, &salt, theirs, None, None).expect("ctx");
         let mut pkt = vec![0u8; 12 + PAYLOAD];
         pkt[0] = 0x80;
         pkt[1] = 111;

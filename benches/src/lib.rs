@@ -1,2 +1,4 @@
-//! Shared helpers for Viaduct's benchmarks. The load generator `viaduct-loadgen` will live
-//! in this crate (see the load-generator issue).
+//! Shared pieces of Viaduct's benchmarks and load tools: a bridge-link client. The load
+//! generator `viaduct-loadgen` will live in this crate (see the load-generator issue).
+
+pub mod link;

@@ -56,8 +56,12 @@ impl FromStr for Cores {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             if let Some((a, b)) = part.split_once('-') {
                 let (a, b): (usize, usize) = (
-                    a.trim().parse().map_err(|_| format!("bad core range {part:?}"))?,
-                    b.trim().parse().map_err(|_| format!("bad core range {part:?}"))?,
+                    a.trim()
+                        .parse()
+                        .map_err(|_| format!("bad core range {part:?}"))?,
+                    b.trim()
+                        .parse()
+                        .map_err(|_| format!("bad core range {part:?}"))?,
                 );
                 if a > b {
                     return Err(format!("bad core range {part:?}"));
@@ -94,7 +98,11 @@ impl<'de> Deserialize<'de> for Cores {
 
 /// Command-line flags; each also reads a `VIADUCT_*` environment variable.
 #[derive(Debug, Parser)]
-#[command(name = "viaduct-bridge", version, about = "Viaduct's data plane: a thread-per-core WebRTC SFU relay")]
+#[command(
+    name = "viaduct-bridge",
+    version,
+    about = "Viaduct's data plane: a thread-per-core WebRTC SFU relay"
+)]
 pub struct Flags {
     /// TOML config file (keys as in the README); flags and environment override it.
     #[arg(long, env = "VIADUCT_CONFIG")]
@@ -247,7 +255,11 @@ impl Config {
         let cfg = Config {
             cores: flags.cores.clone().or(file.cores).unwrap_or(d.cores),
             bind: flags.bind.or(file.bind).unwrap_or(d.bind),
-            advertise: flags.advertise.clone().or(file.advertise).unwrap_or_default(),
+            advertise: flags
+                .advertise
+                .clone()
+                .or(file.advertise)
+                .unwrap_or_default(),
             port_base: flags.port_base.or(file.port_base).unwrap_or(d.port_base),
             io_backend: flags.io_backend.or(file.io_backend).unwrap_or(d.io_backend),
             socket: flags.socket.clone().or(file.socket).unwrap_or(d.socket),
@@ -258,7 +270,10 @@ impl Config {
                 .map(Duration::from_secs)
                 .unwrap_or(d.consent_timeout),
             pin: !flags.no_pin && file.pin.unwrap_or(true),
-            socket_buffer: flags.socket_buffer.or(file.socket_buffer).unwrap_or(d.socket_buffer),
+            socket_buffer: flags
+                .socket_buffer
+                .or(file.socket_buffer)
+                .unwrap_or(d.socket_buffer),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -267,7 +282,9 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let workers = self.cores.workers();
         if workers == 0 || workers > 256 {
-            return Err(ConfigError::Invalid(format!("{workers} workers: use 1-256")));
+            return Err(ConfigError::Invalid(format!(
+                "{workers} workers: use 1-256"
+            )));
         }
         if usize::from(self.port_base) + workers > 65536 || (self.port_base == 0 && workers > 1) {
             return Err(ConfigError::Invalid(format!(
@@ -276,7 +293,9 @@ impl Config {
             )));
         }
         if self.consent_timeout < Duration::from_secs(1) {
-            return Err(ConfigError::Invalid("consent timeout must be at least 1 s".into()));
+            return Err(ConfigError::Invalid(
+                "consent timeout must be at least 1 s".into(),
+            ));
         }
         Ok(())
     }
@@ -296,7 +315,11 @@ impl Config {
 
     /// Worker `i`'s socket address.
     pub fn worker_addr(&self, i: usize) -> SocketAddr {
-        let port = if self.port_base == 0 { 0 } else { self.port_base + i as u16 };
+        let port = if self.port_base == 0 {
+            0
+        } else {
+            self.port_base + i as u16
+        };
         SocketAddr::new(self.bind, port)
     }
 }
@@ -319,8 +342,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("viaduct-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("bridge.toml");
-        std::fs::write(&path, "cores = [1]\nport-base = 20000\nio-backend = \"mmsg\"\n").unwrap();
-        let flags = Flags::parse_from(["viaduct-bridge", "--config", path.to_str().unwrap(), "--port-base", "30000"]);
+        std::fs::write(
+            &path,
+            "cores = [1]\nport-base = 20000\nio-backend = \"mmsg\"\n",
+        )
+        .unwrap();
+        let flags = Flags::parse_from([
+            "viaduct-bridge",
+            "--config",
+            path.to_str().unwrap(),
+            "--port-base",
+            "30000",
+        ]);
         let cfg = Config::resolve(&flags).unwrap();
         assert_eq!(cfg.cores, Cores::List(vec![1]));
         assert_eq!(cfg.port_base, 30000);
@@ -328,7 +361,10 @@ mod tests {
         assert_eq!(cfg.bind, IpAddr::V4(Ipv4Addr::LOCALHOST));
         std::fs::write(&path, "bogus-key = 1\n").unwrap();
         let flags = Flags::parse_from(["viaduct-bridge", "--config", path.to_str().unwrap()]);
-        assert!(matches!(Config::resolve(&flags), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            Config::resolve(&flags),
+            Err(ConfigError::Parse { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

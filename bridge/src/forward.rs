@@ -31,7 +31,11 @@ pub fn rtp_receivers(members: &[usize], sender: usize) -> impl Iterator<Item = u
 /// member sending it. Feedback and receiver reports go to the senders they are about;
 /// anything else, or an SSRC nobody owns, goes to everyone. Never drops feedback for an
 /// unknown *sender* SSRC (a receive-only transceiver has one nobody signalled).
-pub fn route_rtcp(compound: &[u8], sender: usize, owner: impl Fn(u32) -> Option<usize>) -> RtcpRoute {
+pub fn route_rtcp(
+    compound: &[u8],
+    sender: usize,
+    owner: impl Fn(u32) -> Option<usize>,
+) -> RtcpRoute {
     let mut targets = [0usize; MAX_RTCP_TARGETS];
     let mut len = 0;
     let add = |slot: usize, targets: &mut [usize; MAX_RTCP_TARGETS], len: &mut usize| -> bool {
@@ -159,6 +163,9 @@ mod tests {
 
     #[test]
     fn garbage_goes_to_everyone_rather_than_panicking() {
-        assert_eq!(route_rtcp(&[0x80, 200, 0xff, 0xff], 0, owner), RtcpRoute::Everyone);
+        assert_eq!(
+            route_rtcp(&[0x80, 200, 0xff, 0xff], 0, owner),
+            RtcpRoute::Everyone
+        );
     }
 }

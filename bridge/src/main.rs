@@ -34,7 +34,9 @@ fn main() -> Result<()> {
 
 /// Blocks until SIGINT or SIGTERM; returns its name.
 fn wait_for_signal() -> Result<&'static str> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_io().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate())?;

@@ -51,7 +51,8 @@ pub fn start(config: &Config) -> Result<Running> {
         Some(path) => {
             let pem = std::fs::read_to_string(path)
                 .with_context(|| format!("reading certificate {}", path.display()))?;
-            Identity::from_pem(&pem).with_context(|| format!("loading certificate {}", path.display()))?
+            Identity::from_pem(&pem)
+                .with_context(|| format!("loading certificate {}", path.display()))?
         }
         None => Identity::generate().context("generating the DTLS certificate")?,
     };
@@ -81,7 +82,10 @@ pub fn start(config: &Config) -> Result<Running> {
             config.consent_timeout,
         );
         let core = config.cores.core_of(i);
-        let pin = config.pin.then(|| core_ids.iter().find(|c| c.id == core).copied()).flatten();
+        let pin = config
+            .pin
+            .then(|| core_ids.iter().find(|c| c.id == core).copied())
+            .flatten();
         if config.pin && pin.is_none() {
             tracing::warn!(worker = i, core, "no such core; worker not pinned");
         }

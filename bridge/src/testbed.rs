@@ -60,7 +60,9 @@ impl Testbed {
                 },
                 candidates: Vec::new(),
             };
-            let slot = state.create_endpoint(allocation).map_err(|_| SrtpError::BadKey)?;
+            let slot = state
+                .create_endpoint(allocation)
+                .map_err(|_| SrtpError::BadKey)?;
             let m = material(profile, i);
             let bridge_keys = SessionKeys::from_dtls(profile, &m, false)?;
             state.force_connect(slot, addr(i), &bridge_keys)?;
@@ -94,7 +96,8 @@ impl Testbed {
 
     /// Writes the sender's next SRTCP sender report into `buf`; returns its length.
     pub fn next_report(&mut self, buf: &mut [u8]) -> Result<usize, SrtpError> {
-        let n = crate::rtcp::write_sr(buf, 0xABCD, 1, 2, 3, 4).map_err(|_| SrtpError::BufferTooSmall)?;
+        let n = crate::rtcp::write_sr(buf, 0xABCD, 1, 2, 3, 4)
+            .map_err(|_| SrtpError::BufferTooSmall)?;
         self.sender.protect_rtcp(buf, n)
     }
 
@@ -116,7 +119,8 @@ impl Testbed {
     /// Runs one received packet through the worker's path and empties the send queue;
     /// returns how many packets were queued for sending.
     pub fn forward(&mut self, packet: &mut [u8]) -> usize {
-        self.state.on_datagram(self.now, packet, self.sender_addr, &mut self.tx);
+        self.state
+            .on_datagram(self.now, packet, self.sender_addr, &mut self.tx);
         let n = self.tx.len();
         self.tx.clear();
         n

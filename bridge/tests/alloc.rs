@@ -84,7 +84,10 @@ fn forwarding_allocates_nothing_in_steady_state() {
         });
         assert_eq!(forwarded, 2000 * 9 + 20 * 9);
         assert_eq!(answered, 20, "consent checks answered");
-        assert_eq!(allocs, 0, "{profile:?}: {allocs} allocations for {forwarded} forwarded packets");
+        assert_eq!(
+            allocs, 0,
+            "{profile:?}: {allocs} allocations for {forwarded} forwarded packets"
+        );
     }
 }
 
@@ -102,7 +105,9 @@ fn dropped_garbage_allocates_nothing() {
     let mut bed = Testbed::new(Profile::AeadAes128Gcm, 3).unwrap();
     let mut junk: Vec<Vec<u8>> = vec![
         vec![0x80, 111, 0, 1],
-        vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12],
+        vec![
+            0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12,
+        ],
         vec![22; 100],
         vec![0x90; 300],
         vec![],

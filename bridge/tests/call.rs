@@ -18,16 +18,24 @@ fn three_peer_call(backend: &str, profile: Profile) {
     assert_eq!(stats.dtls_succeeded, 3);
     assert_eq!(stats.totals.rtp_in, 3 * 25);
     assert_eq!(stats.totals.rtcp_in, 3 * 2);
-    assert_eq!(stats.totals.drops, Default::default(), "no drops in a clean call");
+    assert_eq!(
+        stats.totals.drops,
+        Default::default(),
+        "no drops in a clean call"
+    );
     for ep in &stats.endpoint_stats {
         assert!(ep.connected);
         assert_eq!(ep.counters.rtp_in, 25, "{}", ep.endpoint);
     }
     // Tear down through the link.
     call.link
-        .request(RequestBody::ExpireConference { conference: "call".into() })
+        .request(RequestBody::ExpireConference {
+            conference: "call".into(),
+        })
         .unwrap();
-    assert!(matches!(call.link.request(RequestBody::Stats), Ok(Reply::Stats(s)) if s.endpoints == 0));
+    assert!(
+        matches!(call.link.request(RequestBody::Stats), Ok(Reply::Stats(s)) if s.endpoints == 0)
+    );
     assert!(call.bridge.is_running());
 }
 

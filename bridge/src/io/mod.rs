@@ -433,8 +433,8 @@ mod tests {
         let sizes: Vec<usize> = (0..N).map(|i| (i * 397) % MAX_DATAGRAM + 1).collect();
         let mut tx = TxBatch::new(ROUND);
         for round in 0..N / ROUND {
-            for i in round * ROUND..(round + 1) * ROUND {
-                assert!(tx.push(&payload(i, sizes[i]), server_addr));
+            for (i, &size) in sizes.iter().enumerate().skip(round * ROUND).take(ROUND) {
+                assert!(tx.push(&payload(i, size), server_addr));
             }
             assert_eq!(client.send(&mut tx).unwrap(), ROUND, "{choice} client send");
             assert!(tx.is_empty());

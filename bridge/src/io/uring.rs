@@ -65,6 +65,18 @@ const CANCEL_WAIT: Duration = Duration::from_millis(10);
 /// Attempts at a bounded wait (cancellation, submit retries) before giving up.
 const MAX_ATTEMPTS: u32 = 8;
 
+// Compile-time checks of the sizing rules above.
+const _: () = {
+    assert!(RECV_BUFS.is_power_of_two());
+    assert!(RECV_BUF_STRIDE >= RECV_BUF_USED);
+    // The buffers after the ring entries stay page aligned as a block.
+    assert!((RECV_BUFS as usize * BUF_RING_ENTRY_LEN).is_multiple_of(4096));
+    // A send chunk plus its cancels plus the re-arm fit the SQ...
+    assert!(2 * TX_SLOTS < RING_ENTRIES as usize);
+    // ...and every buffer's CQE plus a chunk's fit the CQ (twice the SQ).
+    assert!(RECV_BUFS as usize + 2 * TX_SLOTS < 2 * RING_ENTRIES as usize);
+};
+
 // user_data layout: bits 56..63 say what the request is (one of the UD_* kinds below),
 // bits 32..55 carry the send generation, bits 0..31 the send slot.
 
@@ -146,8 +158,9 @@ impl BufRing {
     /// been given back with [`recycle`](Self::recycle) since.
     unsafe fn buffer(&mut self, bid: u16) -> &mut [u8] {
         let offset = Self::RING_BYTES + usize::from(bid) * RECV_BUF_STRIDE;
-        // SAFETY: bid < RECV_BUFS (checked by the caller's bounds: the kernel only returns
-        // ids we registered), so the range lies inside the mapping; the caller guarantees
+        debug_assert!(bid < RECV_BUFS);
+        // SAFETY: bid < RECV_BUFS (`reap` stashes no other id), so the range lies inside the
+        // mapping; the caller guarantees
         // the kernel is not writing it, and `&mut self` that nothing else in Rust is.
         unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr().add(offset), RECV_BUF_USED) }
     }
@@ -827,15 +840,6 @@ mod tests {
     fn backend() -> UringBackend {
         let socket = bind_udp("127.0.0.1:0".parse().unwrap(), 4 << 20).unwrap();
         UringBackend::open(socket).unwrap()
-    }
-
-    #[test]
-    fn layout_constants() {
-        assert!(RECV_BUFS.is_power_of_two());
-        assert!(RECV_BUF_STRIDE >= RECV_BUF_USED);
-        assert_eq!(BufRing::RING_BYTES % 4096, 0);
-        assert!(TX_SLOTS * 2 < RING_ENTRIES as usize);
-        assert!(usize::from(RECV_BUFS) + TX_SLOTS < 2 * RING_ENTRIES as usize);
     }
 
     /// Ring runs dry: the multishot ends with ENOBUFS, the rest waits in the stash, and the

@@ -97,7 +97,11 @@ impl Peer {
     /// A peer on a fresh UDP socket bound to `local` (use port 0), whose DTLS client
     /// runs on `dtls` (a handle from [`dtls::spawn`] with [`dtls::Role::Client`] and
     /// `identity`).
-    pub fn bind(local: SocketAddr, dtls: DtlsHandle, identity: Arc<Identity>) -> std::io::Result<Self> {
+    pub fn bind(
+        local: SocketAddr,
+        dtls: DtlsHandle,
+        identity: Arc<Identity>,
+    ) -> std::io::Result<Self> {
         let socket = UdpSocket::bind(local)?;
         let mut rng = rand::thread_rng();
         let (dtls_tx, dtls_rx) = bounded(256);
@@ -158,7 +162,11 @@ impl Peer {
 
     /// Runs ICE against the allocation's first candidate of our address family, then the
     /// DTLS client handshake; installs SRTP contexts.
-    pub fn connect(&mut self, alloc: &EndpointAllocation, timeout: Duration) -> Result<Profile, PeerError> {
+    pub fn connect(
+        &mut self,
+        alloc: &EndpointAllocation,
+        timeout: Duration,
+    ) -> Result<Profile, PeerError> {
         let local = self.socket.local_addr()?;
         let bridge = alloc
             .candidates
@@ -174,14 +182,22 @@ impl Peer {
     }
 
     fn username(&self) -> String {
-        let remote = self.remote_ice.as_ref().map(|r| r.ufrag.as_str()).unwrap_or("");
+        let remote = self
+            .remote_ice
+            .as_ref()
+            .map(|r| r.ufrag.as_str())
+            .unwrap_or("");
         format!("{remote}:{}", self.local_ice.ufrag)
     }
 
     /// Sends one connectivity check (also what keeps consent fresh).
     pub fn send_check(&mut self, nominate: bool) -> Result<[u8; 12], PeerError> {
         let bridge = self.bridge.ok_or(PeerError::NotConnected)?;
-        let pwd = self.remote_ice.as_ref().map(|r| r.pwd.clone()).unwrap_or_default();
+        let pwd = self
+            .remote_ice
+            .as_ref()
+            .map(|r| r.pwd.clone())
+            .unwrap_or_default();
         let txid: [u8; 12] = rand::thread_rng().gen();
         let mut out = [0u8; 512];
         let n = stun::write_binding_request(
@@ -199,7 +215,11 @@ impl Peer {
     }
 
     fn run_ice(&mut self, deadline: Instant) -> Result<(), PeerError> {
-        let pwd = self.remote_ice.as_ref().map(|r| r.pwd.clone()).unwrap_or_default();
+        let pwd = self
+            .remote_ice
+            .as_ref()
+            .map(|r| r.pwd.clone())
+            .unwrap_or_default();
         let mut sent = Vec::new();
         while Instant::now() < deadline {
             sent.push(self.send_check(true)?);
@@ -225,7 +245,11 @@ impl Peer {
         Err(PeerError::IceTimeout)
     }
 
-    fn run_dtls(&mut self, remote_fingerprint: &str, deadline: Instant) -> Result<Profile, PeerError> {
+    fn run_dtls(
+        &mut self,
+        remote_fingerprint: &str,
+        deadline: Instant,
+    ) -> Result<Profile, PeerError> {
         let bridge = self.bridge.ok_or(PeerError::NotConnected)?;
         self.dtls
             .start(self.session, remote_fingerprint, self.dtls_tx.clone())
@@ -275,7 +299,14 @@ impl Peer {
     }
 
     /// Builds, encrypts and sends an RTP packet; returns the SRTP bytes sent.
-    pub fn send_rtp(&mut self, ssrc: u32, seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Result<Vec<u8>, PeerError> {
+    pub fn send_rtp(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, PeerError> {
         let packet = self.protect_rtp(ssrc, seq, ts, marker, payload)?;
         let bridge = self.bridge.ok_or(PeerError::NotConnected)?;
         self.socket.send_to(&packet, bridge)?;
@@ -283,7 +314,14 @@ impl Peer {
     }
 
     /// Builds and encrypts an RTP packet without sending it.
-    pub fn protect_rtp(&mut self, ssrc: u32, seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Result<Vec<u8>, PeerError> {
+    pub fn protect_rtp(
+        &mut self,
+        ssrc: u32,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, PeerError> {
         let out = self.outbound.as_mut().ok_or(PeerError::NotConnected)?;
         let mut pkt = vec![0u8; 12 + payload.len() + out.profile().rtp_overhead()];
         let h = rtp::write_header(&mut pkt, 111, marker, seq, ts, ssrc, None)

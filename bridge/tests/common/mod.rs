@@ -34,8 +34,17 @@ impl Bridge {
         std::fs::create_dir_all(&dir).unwrap();
         let socket = dir.join("bridge.sock");
         let mut args = vec![
-            "--cores", "1", "--no-pin", "--bind", "127.0.0.1", "--port-base", "0",
-            "--io-backend", backend, "--log", "warn",
+            "--cores",
+            "1",
+            "--no-pin",
+            "--bind",
+            "127.0.0.1",
+            "--port-base",
+            "0",
+            "--io-backend",
+            backend,
+            "--log",
+            "warn",
         ];
         args.extend_from_slice(extra);
         let child = Command::new(env!("CARGO_BIN_EXE_viaduct-bridge"))
@@ -127,9 +136,11 @@ impl Link {
         loop {
             match self.read() {
                 FromBridge::Response { id: rid, result } if rid == id => return Ok(result),
-                FromBridge::Error { id: Some(rid), code, message } if rid == id => {
-                    return Err((code, message))
-                }
+                FromBridge::Error {
+                    id: Some(rid),
+                    code,
+                    message,
+                } if rid == id => return Err((code, message)),
                 _ => {}
             }
         }
@@ -184,11 +195,14 @@ impl Call {
             }
             other => panic!("hello: {other:?}"),
         }
-        link.request(RequestBody::CreateConference { conference: "call".into() })
-            .expect("create conference");
+        link.request(RequestBody::CreateConference {
+            conference: "call".into(),
+        })
+        .expect("create conference");
         let identity = Arc::new(Identity::generate().unwrap());
-        let dtls = dtls::spawn_with_profiles(identity.clone(), Role::Client, "peer-dtls", &[profile])
-            .unwrap();
+        let dtls =
+            dtls::spawn_with_profiles(identity.clone(), Role::Client, "peer-dtls", &[profile])
+                .unwrap();
         let mut call = Self {
             bridge,
             link,
@@ -215,8 +229,12 @@ impl Call {
             Ok(Reply::EndpointCreated(a)) => a,
             other => panic!("create endpoint: {other:?}"),
         };
-        let mut peer = Peer::bind("127.0.0.1:0".parse().unwrap(), self.dtls.clone(), self.identity.clone())
-            .unwrap();
+        let mut peer = Peer::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            self.dtls.clone(),
+            self.identity.clone(),
+        )
+        .unwrap();
         self.link
             .request(RequestBody::UpdateEndpoint {
                 conference: "call".into(),
@@ -231,10 +249,14 @@ impl Call {
                 }]),
             })
             .expect("update endpoint");
-        let got = peer.connect(&alloc, Duration::from_secs(10)).expect("peer connects");
+        let got = peer
+            .connect(&alloc, Duration::from_secs(10))
+            .expect("peer connects");
         assert_eq!(got, self.profile);
         let want = id.to_owned();
-        self.link.wait_event(|e| matches!(e, Event::EndpointConnected { endpoint, .. } if *endpoint == want));
+        self.link.wait_event(
+            |e| matches!(e, Event::EndpointConnected { endpoint, .. } if *endpoint == want),
+        );
         self.peers.push(peer);
         self.allocations.push(alloc);
         self.seq.push(1);
@@ -249,10 +271,12 @@ impl Call {
                 let seq = self.seq[i];
                 self.seq[i] = seq.wrapping_add(1);
                 let payload = payload_of(i, seq);
-                p.send_rtp(ssrc_of(i), seq, u32::from(seq) * 960, false, &payload).unwrap();
+                p.send_rtp(ssrc_of(i), seq, u32::from(seq) * 960, false, &payload)
+                    .unwrap();
             }
             let mut sr = [0u8; 28];
-            let len = viaduct_bridge::rtcp::write_sr(&mut sr, ssrc_of(i), 1, 2, count as u32, 0).unwrap();
+            let len =
+                viaduct_bridge::rtcp::write_sr(&mut sr, ssrc_of(i), 1, 2, count as u32, 0).unwrap();
             p.send_rtcp(&sr[..len]).unwrap();
         }
         for (i, p) in self.peers.iter_mut().enumerate() {
