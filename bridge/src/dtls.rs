@@ -473,13 +473,16 @@ mod tests {
         let (mut c_done, mut s_done) = (None, None);
         while (c_done.is_none() || s_done.is_none()) && Instant::now() < deadline {
             crossbeam::select! {
-                recv(crx) -> m => match m.unwrap() {
-                    Output::Transmit { data, .. } => { let _ = server.datagram(2, &data); }
-                    other => c_done = Some(other),
+                recv(crx) -> m => match m {
+                    Ok(Output::Transmit { data, .. }) => { let _ = server.datagram(2, &data); }
+                    Ok(other) => c_done = Some(other),
+                    // The session ended after its outcome (or without one).
+                    Err(_) => { c_done.get_or_insert(Output::Failed { id: 1, reason: "closed".into() }); }
                 },
-                recv(srx) -> m => match m.unwrap() {
-                    Output::Transmit { data, .. } => { let _ = client.datagram(1, &data); }
-                    other => s_done = Some(other),
+                recv(srx) -> m => match m {
+                    Ok(Output::Transmit { data, .. }) => { let _ = client.datagram(1, &data); }
+                    Ok(other) => s_done = Some(other),
+                    Err(_) => { s_done.get_or_insert(Output::Failed { id: 2, reason: "closed".into() }); }
                 },
                 default(Duration::from_millis(100)) => {}
             }
