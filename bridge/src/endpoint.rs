@@ -59,6 +59,10 @@ pub struct Endpoint {
     pub outbound: Option<srtp::Context>,
     /// Its counters.
     pub counters: Counters,
+    /// When ICE must have bound it (set by the first timer tick after creation).
+    pub ice_deadline: Option<Instant>,
+    /// ICE failure already reported.
+    pub ice_failed: bool,
 }
 
 impl Endpoint {
@@ -85,6 +89,8 @@ impl Endpoint {
             inbound: None,
             outbound: None,
             counters: Counters::default(),
+            ice_deadline: None,
+            ice_failed: false,
         }
     }
 

@@ -439,9 +439,36 @@ impl WorkerState {
 
     // ---- timers ---------------------------------------------------------------------
 
-    /// Expires endpoints whose consent lapsed.
+    /// Expires endpoints whose consent lapsed, and reports endpoints that ICE never
+    /// bound within the consent timeout (they stay allocated until expired).
     pub fn on_timer(&mut self, now: Instant) {
         let timeout = self.consent_timeout;
+        let mut ice_failed = Vec::new();
+        for ep in self.endpoints.iter_mut().flatten() {
+            if ep.addr.is_some() || ep.ice_failed {
+                continue;
+            }
+            match ep.ice_deadline {
+                None => ep.ice_deadline = Some(now + timeout),
+                Some(t) if now >= t => {
+                    ep.ice_failed = true;
+                    ice_failed.push((ep.conference, ep.id.clone()));
+                }
+                Some(_) => {}
+            }
+        }
+        for (conf, endpoint) in ice_failed {
+            let conference = self.conferences[conf]
+                .as_ref()
+                .map(|c| c.id.clone())
+                .unwrap_or_default();
+            tracing::info!(worker = self.index, %conference, %endpoint, "no ICE check arrived");
+            self.emit(Event::EndpointFailed {
+                conference,
+                endpoint,
+                reason: "ice-timeout".into(),
+            });
+        }
         let expired: Vec<usize> = self
             .endpoints
             .iter()

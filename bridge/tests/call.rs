@@ -58,3 +58,68 @@ fn call_mmsg_gcm() {
 fn call_mmsg_cm_sha1() {
     three_peer_call("mmsg", Profile::Aes128CmHmacSha1_80);
 }
+
+#[test]
+fn call_over_ipv6() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here; skipped");
+        return;
+    }
+    let mut call = Call::start_on("auto", Profile::AeadAes128Gcm, 3, "::1");
+    assert!(call.allocations[0].candidates[0].ip == "::1");
+    call.exchange(10);
+}
+
+#[test]
+fn a_nominating_check_from_a_new_address_moves_the_endpoint() {
+    let mut call = Call::start("auto", Profile::AeadAes128Gcm, 3);
+    call.exchange(5);
+    let old = call.peers[1].local_addr().unwrap();
+    call.peers[1]
+        .rebind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    call.peers[1].send_check(true).unwrap();
+    // The success response arrives on the new socket.
+    let mut answered = false;
+    while let Some(m) = call.peers[1]
+        .recv(std::time::Duration::from_millis(300))
+        .unwrap()
+    {
+        answered |= m == viaduct_bridge::peer::Incoming::Control;
+    }
+    assert!(answered, "no answer to the check from the new address");
+    call.exchange(10);
+    let stats = call.link.stats();
+    let ep1 = stats
+        .endpoint_stats
+        .iter()
+        .find(|e| e.endpoint == "ep1")
+        .unwrap();
+    let now = call.peers[1].local_addr().unwrap();
+    assert_ne!(old, now);
+    assert_eq!(ep1.remote.as_deref(), Some(now.to_string().as_str()));
+}
+
+#[test]
+fn an_endpoint_that_never_checks_is_reported_failed() {
+    let mut bridge = common::Bridge::start("auto", &["--consent-timeout", "1"]);
+    let mut link = bridge.link();
+    link.request(RequestBody::CreateConference {
+        conference: "c".into(),
+    })
+    .unwrap();
+    link.request(RequestBody::CreateEndpoint {
+        conference: "c".into(),
+        endpoint: "ghost".into(),
+    })
+    .unwrap();
+    let ev = link.wait_event(|e| {
+        matches!(
+            e,
+            viaduct_bridge::command::protocol::Event::EndpointFailed { .. }
+        )
+    });
+    assert!(
+        matches!(ev, viaduct_bridge::command::protocol::Event::EndpointFailed { endpoint, reason, .. } if endpoint == "ghost" && reason == "ice-timeout")
+    );
+}

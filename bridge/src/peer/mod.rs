@@ -126,6 +126,14 @@ impl Peer {
         })
     }
 
+    /// Moves the peer to a fresh socket on `local` (a network change) keeping its ICE
+    /// and SRTP state; send a nominating check ([`Peer::send_check`]) so the bridge
+    /// follows.
+    pub fn rebind(&mut self, local: SocketAddr) -> std::io::Result<()> {
+        self.socket = UdpSocket::bind(local)?;
+        Ok(())
+    }
+
     /// The socket's address.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.socket.local_addr()

@@ -37,8 +37,6 @@ impl Bridge {
             "--cores",
             "1",
             "--no-pin",
-            "--bind",
-            "127.0.0.1",
             "--port-base",
             "0",
             "--io-backend",
@@ -46,6 +44,9 @@ impl Bridge {
             "--log",
             "warn",
         ];
+        if !extra.contains(&"--bind") {
+            args.extend_from_slice(&["--bind", "127.0.0.1"]);
+        }
         args.extend_from_slice(extra);
         let child = Command::new(env!("CARGO_BIN_EXE_viaduct-bridge"))
             .args(&args)
@@ -179,6 +180,8 @@ pub struct Call {
     pub profile: Profile,
     /// Next RTP sequence number per peer.
     seq: Vec<u16>,
+    /// Where peers bind.
+    pub loopback: &'static str,
 }
 
 pub fn ssrc_of(i: usize) -> u32 {
@@ -187,7 +190,12 @@ pub fn ssrc_of(i: usize) -> u32 {
 
 impl Call {
     pub fn start(backend: &str, profile: Profile, peers: usize) -> Self {
-        let mut bridge = Bridge::start(backend, &[]);
+        Self::start_on(backend, profile, peers, "127.0.0.1")
+    }
+
+    /// A call with the bridge bound to `bind` and the peers on the same family's loopback.
+    pub fn start_on(backend: &str, profile: Profile, peers: usize, bind: &str) -> Self {
+        let mut bridge = Bridge::start(backend, &["--bind", bind]);
         let mut link = bridge.link();
         match link.request(RequestBody::Hello) {
             Ok(Reply::Hello { io_backend, .. }) => {
@@ -212,6 +220,11 @@ impl Call {
             identity,
             profile,
             seq: Vec::new(),
+            loopback: if bind.contains(':') {
+                "[::1]:0"
+            } else {
+                "127.0.0.1:0"
+            },
         };
         for i in 0..peers {
             call.add_peer(&format!("ep{i}"));
@@ -230,7 +243,7 @@ impl Call {
             other => panic!("create endpoint: {other:?}"),
         };
         let mut peer = Peer::bind(
-            "127.0.0.1:0".parse().unwrap(),
+            self.loopback.parse().unwrap(),
             self.dtls.clone(),
             self.identity.clone(),
         )
