@@ -1,4 +1,2 @@
-//! Shared pieces of Viaduct's benchmarks and load tools: a bridge-link client. The load
-//! generator `viaduct-loadgen` will live in this crate (see the load-generator issue).
-
-pub mod link;
+//! Viaduct's benchmarks and load tools. The load generator `viaduct-loadgen` will live
+//! in this crate (see the load-generator issue); `relay-pps` gives a first figure.

@@ -694,24 +694,44 @@ impl WorkerState {
         }
     }
 
-    fn on_rtp(&mut self, slot: usize, buf: &mut [u8], tx: &mut TxBatch) {
-        let Some(ep) = self.endpoints[slot].as_mut() else {
-            return;
-        };
+    /// Authenticates, replay-checks and decrypts an SRTP (`rtcp == false`) or SRTCP
+    /// packet from endpoint `slot` in place; returns the plaintext length and the
+    /// endpoint's conference, or counts the drop.
+    fn unprotect(&mut self, slot: usize, buf: &mut [u8], rtcp: bool) -> Option<(usize, usize)> {
+        let ep = self.endpoints[slot].as_mut()?;
         let Some(inbound) = ep.inbound.as_mut() else {
             self.counters.drops.not_connected += 1;
             ep.counters.drops.not_connected += 1;
-            return;
+            return None;
         };
-        let len = match inbound.unprotect_rtp(buf) {
+        let opened = if rtcp {
+            inbound.unprotect_rtcp(buf)
+        } else {
+            inbound.unprotect_rtp(buf)
+        };
+        let len = match opened {
             Ok(n) => n,
-            Err(e) => return self.count_srtp_error(slot, e),
+            Err(e) => {
+                self.count_srtp_error(slot, e);
+                return None;
+            }
         };
         ep.counters.packets_in += 1;
         ep.counters.bytes_in += buf.len() as u64;
-        ep.counters.rtp_in += 1;
-        self.counters.rtp_in += 1;
-        let conf = ep.conference;
+        if rtcp {
+            ep.counters.rtcp_in += 1;
+            self.counters.rtcp_in += 1;
+        } else {
+            ep.counters.rtp_in += 1;
+            self.counters.rtp_in += 1;
+        }
+        Some((len, ep.conference))
+    }
+
+    fn on_rtp(&mut self, slot: usize, buf: &mut [u8], tx: &mut TxBatch) {
+        let Some((len, conf)) = self.unprotect(slot, buf, false) else {
+            return;
+        };
         let plain = &buf[..len];
         let Ok(header) = rtp::RtpHeader::parse(plain) else {
             self.counters.drops.malformed += 1;
@@ -735,23 +755,9 @@ impl WorkerState {
     }
 
     fn on_rtcp(&mut self, slot: usize, buf: &mut [u8], tx: &mut TxBatch) {
-        let Some(ep) = self.endpoints[slot].as_mut() else {
+        let Some((len, conf)) = self.unprotect(slot, buf, true) else {
             return;
         };
-        let Some(inbound) = ep.inbound.as_mut() else {
-            self.counters.drops.not_connected += 1;
-            ep.counters.drops.not_connected += 1;
-            return;
-        };
-        let len = match inbound.unprotect_rtcp(buf) {
-            Ok(n) => n,
-            Err(e) => return self.count_srtp_error(slot, e),
-        };
-        ep.counters.packets_in += 1;
-        ep.counters.bytes_in += buf.len() as u64;
-        ep.counters.rtcp_in += 1;
-        self.counters.rtcp_in += 1;
-        let conf = ep.conference;
         let plain = &buf[..len];
         let Some(c) = self.conferences[conf].as_ref() else {
             return;

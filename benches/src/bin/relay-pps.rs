@@ -10,12 +10,11 @@
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use viaduct_benches::link::Link;
+use viaduct_bridge::command::client::Client as Link;
 use viaduct_bridge::command::protocol::{Event, Reply, RequestBody, StatsSnapshot};
 use viaduct_bridge::dtls::{self, Identity, Role};
 use viaduct_bridge::peer::Peer;
@@ -75,15 +74,12 @@ fn cpu_seconds(pid: u32) -> Result<f64> {
     let rest = stat.rsplit_once(')').map(|(_, r)| r).context("bad stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
-    // SAFETY-free: sysconf via libc is not available here; USER_HZ is 100 on Linux.
+    // Clock ticks: USER_HZ is 100 on Linux whatever the kernel's HZ.
     Ok(ticks / 100.0)
 }
 
 fn stats(link: &mut Link) -> Result<StatsSnapshot> {
-    match link.request(RequestBody::Stats)? {
-        Reply::Stats(s) => Ok(s),
-        other => bail!("unexpected reply {other:?}"),
-    }
+    Ok(link.stats()?)
 }
 
 fn main() -> Result<()> {
@@ -160,7 +156,6 @@ fn main() -> Result<()> {
     let before = stats(&mut link)?;
     let cpu0 = cpu_seconds(pid)?;
     let t0 = Instant::now();
-    let stop = Arc::new(AtomicBool::new(false));
     let mut sent = 0u64;
     let deadline = t0 + Duration::from_secs(a.seconds);
     let mut seq = 0u16;
@@ -175,7 +170,6 @@ fn main() -> Result<()> {
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
     let wall = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_millis(200));
     let cpu = cpu_seconds(pid)? - cpu0;

@@ -2,16 +2,15 @@
 //! to it, and connects synthetic peers through ICE, DTLS and SRTP.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use viaduct_bridge::command::client::{Client, ClientError};
 use viaduct_bridge::command::protocol::{
-    EndpointAllocation, ErrorCode, Event, FromBridge, MediaKind, MediaSource, Reply, Request,
-    RequestBody, StatsSnapshot,
+    EndpointAllocation, ErrorCode, Event, FromBridge, MediaKind, MediaSource, Reply, RequestBody,
+    StatsSnapshot,
 };
 use viaduct_bridge::dtls::{self, DtlsHandle, Identity, Role};
 use viaduct_bridge::peer::{Incoming, Peer};
@@ -62,8 +61,8 @@ impl Bridge {
     pub fn link(&mut self) -> Link {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(s) = UnixStream::connect(&self.socket) {
-                return Link::new(s);
+            if let Ok(c) = Client::connect(&self.socket, Duration::ZERO) {
+                return Link(c);
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("viaduct-bridge exited early: {status}");
@@ -93,79 +92,33 @@ fn rand_suffix() -> u64 {
     h.finish()
 }
 
-/// The controller's side of the bridge link.
-pub struct Link {
-    writer: UnixStream,
-    reader: BufReader<UnixStream>,
-    next_id: u64,
-    pub events: Vec<Event>,
-}
+/// The controller's side of the bridge link: the library client, with panicking
+/// helpers and the error shape tests compare against.
+pub struct Link(pub Client);
 
 impl Link {
-    fn new(s: UnixStream) -> Self {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Self {
-            writer: s.try_clone().unwrap(),
-            reader: BufReader::new(s),
-            next_id: 1,
-            events: Vec::new(),
-        }
-    }
-
     pub fn send_line(&mut self, line: &str) {
-        self.writer.write_all(line.as_bytes()).unwrap();
-        self.writer.write_all(b"\n").unwrap();
+        self.0.send_line(line).unwrap();
     }
 
-    /// Reads one line from the bridge (events are kept in `events` too).
     pub fn read(&mut self) -> FromBridge {
-        let mut line = String::new();
-        let n = self.reader.read_line(&mut line).expect("read from bridge");
-        assert!(n > 0, "bridge closed the link");
-        let msg: FromBridge = serde_json::from_str(&line).expect("bridge sent bad JSON");
-        if let FromBridge::Event { event } = &msg {
-            self.events.push(event.clone());
-        }
-        msg
+        self.0.read().expect("read from bridge")
     }
 
     pub fn request(&mut self, body: RequestBody) -> Result<Reply, (ErrorCode, String)> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let line = serde_json::to_string(&Request { id, body }).unwrap();
-        self.send_line(&line);
-        loop {
-            match self.read() {
-                FromBridge::Response { id: rid, result } if rid == id => return Ok(result),
-                FromBridge::Error {
-                    id: Some(rid),
-                    code,
-                    message,
-                } if rid == id => return Err((code, message)),
-                _ => {}
-            }
+        match self.0.request(body) {
+            Ok(r) => Ok(r),
+            Err(ClientError::Refused { code, message }) => Err((code, message)),
+            Err(e) => panic!("bridge link: {e}"),
         }
     }
 
     pub fn stats(&mut self) -> StatsSnapshot {
-        match self.request(RequestBody::Stats) {
-            Ok(Reply::Stats(s)) => s,
-            other => panic!("stats: {other:?}"),
-        }
+        self.0.stats().expect("stats")
     }
 
-    /// Waits until `pred` holds for some event received so far (or later).
-    pub fn wait_event(&mut self, mut pred: impl FnMut(&Event) -> bool) -> Event {
-        if let Some(e) = self.events.iter().find(|e| pred(e)) {
-            return e.clone();
-        }
-        loop {
-            if let FromBridge::Event { event } = self.read() {
-                if pred(&event) {
-                    return event;
-                }
-            }
-        }
+    pub fn wait_event(&mut self, pred: impl FnMut(&Event) -> bool) -> Event {
+        self.0.wait_event(pred).expect("event")
     }
 }
 
