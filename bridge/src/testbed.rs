@@ -119,8 +119,12 @@ impl Testbed {
     /// Runs one received packet through the worker's path and empties the send queue;
     /// returns how many packets were queued for sending.
     pub fn forward(&mut self, packet: &mut [u8]) -> usize {
-        self.state
-            .on_datagram(self.now, packet, self.sender_addr, &mut self.tx);
+        self.forward_from(self.sender_addr, packet)
+    }
+
+    /// Like [`Testbed::forward`], as if the packet came from `src`.
+    pub fn forward_from(&mut self, src: SocketAddr, packet: &mut [u8]) -> usize {
+        self.state.on_datagram(self.now, packet, src, &mut self.tx);
         let n = self.tx.len();
         self.tx.clear();
         n

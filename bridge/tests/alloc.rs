@@ -112,12 +112,22 @@ fn dropped_garbage_allocates_nothing() {
         vec![0x90; 300],
         vec![],
     ];
+    let mut valid = vec![0u8; 1500];
+    let n = bed.next_packet(&mut valid, 200).unwrap();
+    valid.truncate(n);
+    let stranger: std::net::SocketAddr = "127.0.0.9:4444".parse().unwrap();
     let allocs = allocations_while(|| {
         for _ in 0..100 {
             for j in junk.iter_mut() {
                 bed.forward(j);
+                bed.forward_from(stranger, j);
             }
+            // A valid packet from an address nobody is bound to.
+            bed.forward_from(stranger, &mut valid);
         }
     });
     assert_eq!(allocs, 0);
+    // Three of the junk datagrams and the valid packet are non-STUN from the stranger
+    // (the STUN one and the empty one are counted as malformed instead).
+    assert_eq!(bed.state.counters.drops.unbound_source, 100 * 4);
 }
