@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 
+use crate::command::protocol::MediaKind;
+
 /// Members a conference is sized for up front, so joining does not reallocate.
 pub const EXPECTED_MEMBERS: usize = 64;
 
@@ -16,7 +18,7 @@ pub struct Conference {
     pub id: String,
     /// Endpoint slots, in join order.
     pub members: Vec<usize>,
-    ssrc_owner: HashMap<u32, usize>,
+    ssrc_owner: HashMap<u32, (usize, Option<MediaKind>)>,
 }
 
 impl Conference {
@@ -39,20 +41,30 @@ impl Conference {
     /// Removes a member and every SSRC it owned.
     pub fn leave(&mut self, slot: usize) {
         self.members.retain(|&m| m != slot);
-        self.ssrc_owner.retain(|_, &mut owner| owner != slot);
+        self.ssrc_owner.retain(|_, &mut (owner, _)| owner != slot);
     }
 
     /// Records that `slot` sends `ssrc` (declared by the controller or seen in a packet
     /// that authenticated). Allocates only the first time an SSRC appears.
     pub fn claim_ssrc(&mut self, ssrc: u32, slot: usize) {
-        if self.ssrc_owner.get(&ssrc) != Some(&slot) {
-            self.ssrc_owner.insert(ssrc, slot);
+        if self.ssrc_owner.get(&ssrc).map(|o| o.0) != Some(slot) {
+            self.ssrc_owner.insert(ssrc, (slot, None));
         }
+    }
+
+    /// Records that `slot` declared `ssrc` as a source of `kind`.
+    pub fn declare_ssrc(&mut self, ssrc: u32, slot: usize, kind: MediaKind) {
+        self.ssrc_owner.insert(ssrc, (slot, Some(kind)));
     }
 
     /// The member sending `ssrc`.
     pub fn owner(&self, ssrc: u32) -> Option<usize> {
-        self.ssrc_owner.get(&ssrc).copied()
+        self.ssrc_owner.get(&ssrc).map(|o| o.0)
+    }
+
+    /// The declared kind of `ssrc`, if its sender declared it.
+    pub fn kind(&self, ssrc: u32) -> Option<MediaKind> {
+        self.ssrc_owner.get(&ssrc).and_then(|o| o.1)
     }
 }
 
@@ -68,7 +80,10 @@ mod tests {
         c.join(3);
         assert_eq!(c.members, vec![3, 4]);
         c.claim_ssrc(100, 3);
+        c.declare_ssrc(200, 4, MediaKind::Video);
         c.claim_ssrc(200, 4);
+        assert_eq!(c.kind(200), Some(MediaKind::Video));
+        assert_eq!(c.kind(100), None);
         assert_eq!(c.owner(100), Some(3));
         c.leave(3);
         assert_eq!(c.members, vec![4]);

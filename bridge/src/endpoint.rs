@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::command::protocol::{
-    Counters, EndpointAllocation, EndpointStats, IceCredentials, MediaSource,
+    Counters, EndpointAllocation, EndpointStats, ForceMute, IceCredentials, MediaSource,
 };
 use crate::dtls::SessionId;
 use crate::ice::lite::Consent;
@@ -45,6 +45,8 @@ pub struct Endpoint {
     pub allocation: EndpointAllocation,
     /// Declared media sources.
     pub sources: Vec<MediaSource>,
+    /// Media the bridge drops instead of forwarding.
+    pub force_mute: ForceMute,
     /// The address ICE bound it to.
     pub addr: Option<SocketAddr>,
     /// Consent freshness.
@@ -82,6 +84,7 @@ impl Endpoint {
             remote_fingerprint: None,
             allocation,
             sources: Vec::new(),
+            force_mute: ForceMute::default(),
             addr: None,
             consent: Consent::default(),
             dtls: DtlsState::Idle,

@@ -12,7 +12,7 @@ use crossbeam::channel::{Receiver, Sender};
 
 use crate::command::protocol::{
     ConferenceState, EndpointAllocation, EndpointState, EndpointStats, ErrorCode, Event,
-    Fingerprint, IceCredentials, MediaSource, WorkerStats,
+    Fingerprint, ForceMute, IceCredentials, MediaKind, MediaSource, WorkerStats,
 };
 use crate::conference::Conference;
 use crate::dtls::{self, DtlsHandle, SessionId};
@@ -68,6 +68,8 @@ pub enum Command {
         fingerprint: Option<Fingerprint>,
         /// Media sources.
         sources: Option<Vec<MediaSource>>,
+        /// Force-mute.
+        force_mute: Option<ForceMute>,
         /// Answer.
         reply: Sender<Result<(), CommandError>>,
     },
@@ -295,6 +297,7 @@ impl WorkerState {
         ice: Option<IceCredentials>,
         fingerprint: Option<Fingerprint>,
         sources: Option<Vec<MediaSource>>,
+        force_mute: Option<ForceMute>,
     ) -> Result<(), CommandError> {
         let slot = self.endpoint_slot(conference, endpoint)?;
         if let Some(fp) = &fingerprint {
@@ -319,11 +322,14 @@ impl WorkerState {
             if let Some(c) = self.conferences[conf].as_mut() {
                 for s in &sources {
                     for &ssrc in &s.ssrcs {
-                        c.claim_ssrc(ssrc, slot);
+                        c.declare_ssrc(ssrc, slot, s.kind);
                     }
                 }
             }
             ep.sources = sources;
+        }
+        if let Some(mute) = force_mute {
+            ep.force_mute = mute;
         }
         Ok(())
     }
@@ -742,6 +748,25 @@ impl WorkerState {
             return;
         };
         c.claim_ssrc(ssrc, slot);
+        let kind = c.kind(ssrc);
+        if let Some(ep) = self.endpoints[slot].as_mut() {
+            let muted = match kind {
+                Some(MediaKind::Audio) => {
+                    ep.counters.audio_in += 1;
+                    ep.force_mute.audio
+                }
+                Some(MediaKind::Video) => {
+                    ep.counters.video_in += 1;
+                    ep.force_mute.video
+                }
+                None => false,
+            };
+            if muted {
+                ep.counters.drops.muted += 1;
+                self.counters.drops.muted += 1;
+                return;
+            }
+        }
         for to in forward::rtp_receivers(&c.members, slot) {
             relay(
                 &mut self.endpoints,
@@ -923,6 +948,7 @@ impl Worker {
                 ice,
                 fingerprint,
                 sources,
+                force_mute,
                 reply,
             } => {
                 let _ = reply.send(s.update_endpoint(
@@ -931,6 +957,7 @@ impl Worker {
                     ice,
                     fingerprint,
                     sources,
+                    force_mute,
                 ));
             }
             Command::ExpireEndpoint {

@@ -197,6 +197,7 @@ fn dtls_peer_with_wrong_certificate_fails() {
                 groups: vec![],
                 name: None,
             }]),
+            force_mute: None,
         })
         .unwrap();
     assert!(impostor
@@ -324,6 +325,7 @@ fn consent_expiry_expires_the_endpoint() {
         ice: Some(peer.ice_credentials()),
         fingerprint: Some(peer.fingerprint()),
         sources: None,
+        force_mute: None,
     })
     .unwrap();
     peer.connect(&alloc, Duration::from_secs(5)).unwrap();

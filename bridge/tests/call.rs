@@ -123,3 +123,54 @@ fn an_endpoint_that_never_checks_is_reported_failed() {
         matches!(ev, viaduct_bridge::command::protocol::Event::EndpointFailed { endpoint, reason, .. } if endpoint == "ghost" && reason == "ice-timeout")
     );
 }
+
+#[test]
+fn force_mute_drops_and_counts_then_unmute_restores() {
+    use viaduct_bridge::command::protocol::ForceMute;
+    use viaduct_bridge::peer::Incoming;
+    let mut call = Call::start("auto", Profile::AeadAes128Gcm, 3);
+    let mute = |call: &mut Call, audio: bool| {
+        call.link
+            .request(RequestBody::UpdateEndpoint {
+                conference: "call".into(),
+                endpoint: "ep0".into(),
+                ice: None,
+                fingerprint: None,
+                sources: None,
+                force_mute: Some(ForceMute {
+                    audio,
+                    video: false,
+                }),
+            })
+            .unwrap();
+    };
+    mute(&mut call, true);
+    for _ in 0..5 {
+        let seq = call.next_seq(0);
+        call.peers[0]
+            .send_rtp(common::ssrc_of(0), seq, 0, false, b"muted speech")
+            .unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    for p in &mut call.peers[1..] {
+        while let Some(m) = p.recv(std::time::Duration::from_millis(50)).unwrap() {
+            assert!(
+                !matches!(m, Incoming::Rtp { .. }),
+                "muted audio was forwarded"
+            );
+        }
+    }
+    let stats = call.link.stats();
+    assert_eq!(stats.totals.drops.muted, 5);
+    let ep0 = stats
+        .endpoint_stats
+        .iter()
+        .find(|e| e.endpoint == "ep0")
+        .unwrap();
+    assert_eq!(
+        ep0.counters.audio_in, 5,
+        "declared audio SSRC counted as audio"
+    );
+    mute(&mut call, false);
+    call.exchange(5);
+}

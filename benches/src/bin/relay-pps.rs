@@ -138,6 +138,7 @@ fn main() -> Result<()> {
             ice: Some(peer.ice_credentials()),
             fingerprint: Some(peer.fingerprint()),
             sources: None,
+            force_mute: None,
         })?;
         peer.connect(&alloc, Duration::from_secs(10))?;
         link.wait_event(

@@ -56,6 +56,9 @@ pub enum RequestBody {
         /// The participant's media sources (replaces the previous list).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sources: Option<Vec<MediaSource>>,
+        /// Force-mute: the bridge drops the endpoint's audio and/or video.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        force_mute: Option<ForceMute>,
     },
     /// Remove an endpoint.
     ExpireEndpoint {
@@ -215,6 +218,17 @@ pub struct Candidate {
     pub typ: String,
 }
 
+/// Which of an endpoint's media the bridge drops instead of forwarding.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForceMute {
+    /// Drop its audio.
+    #[serde(default)]
+    pub audio: bool,
+    /// Drop its video.
+    #[serde(default)]
+    pub video: bool,
+}
+
 /// Media kind of a source.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -299,6 +313,12 @@ pub struct Counters {
     pub rtp_in: u64,
     /// RTCP packets received and authenticated.
     pub rtcp_in: u64,
+    /// RTP packets received on an SSRC declared as audio.
+    #[serde(default)]
+    pub audio_in: u64,
+    /// RTP packets received on an SSRC declared as video.
+    #[serde(default)]
+    pub video_in: u64,
     /// Drops, by reason.
     pub drops: Drops,
 }
@@ -326,6 +346,9 @@ pub struct Drops {
     pub queue_full: u64,
     /// The kernel refused a send.
     pub send_failed: u64,
+    /// Media of a force-muted endpoint.
+    #[serde(default)]
+    pub muted: u64,
 }
 
 impl Counters {
@@ -337,6 +360,8 @@ impl Counters {
         self.bytes_out += other.bytes_out;
         self.rtp_in += other.rtp_in;
         self.rtcp_in += other.rtcp_in;
+        self.audio_in += other.audio_in;
+        self.video_in += other.video_in;
         let (d, o) = (&mut self.drops, &other.drops);
         d.unbound_source += o.unbound_source;
         d.stun_malformed += o.stun_malformed;
@@ -348,6 +373,7 @@ impl Counters {
         d.dtls_no_fingerprint += o.dtls_no_fingerprint;
         d.queue_full += o.queue_full;
         d.send_failed += o.send_failed;
+        d.muted += o.muted;
     }
 }
 

@@ -386,6 +386,7 @@ impl Hub {
                 ice,
                 fingerprint,
                 sources,
+                force_mute,
             } => {
                 let worker = self.conference(&conference)?.worker;
                 self.ask(worker, |reply| Command::UpdateEndpoint {
@@ -394,6 +395,7 @@ impl Hub {
                     ice,
                     fingerprint,
                     sources,
+                    force_mute,
                     reply,
                 })??;
                 Ok(Reply::Done)

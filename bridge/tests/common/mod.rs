@@ -213,6 +213,7 @@ impl Call {
                     groups: vec![],
                     name: None,
                 }]),
+                force_mute: None,
             })
             .expect("update endpoint");
         let got = peer
