@@ -1,10 +1,68 @@
-//! `viaduct-control`: the control service. Its HTTP API (colibri2, stats, signalling) is
-//! the control-service issue; for now it only reports the bridge protocol version it speaks.
+//! `viaduct-control`: reads flags and config, serves the HTTP API, follows the bridge,
+//! and exits after a graceful shutdown (API or SIGTERM) or a second signal.
 
-fn main() {
-    println!(
-        "viaduct-control {} (bridge protocol v{}): not implemented yet",
-        env!("CARGO_PKG_VERSION"),
-        viaduct_bridge::command::protocol::PROTOCOL_VERSION
-    );
+use anyhow::{Context, Result};
+use clap::Parser;
+use viaduct_control::config::{Config, Flags};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> Result<()> {
+    let flags = Flags::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&flags.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let config = Config::resolve(&flags)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let listen = config.listen;
+    if !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "the control API listens beyond loopback: protect it (stats and metrics need no token)");
+    }
+    let (state, mut exit) = viaduct_control::start(config)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "viaduct-control serving");
+    let app = viaduct_control::app::router(state.clone());
+    let signals = state.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        let mut count = 0;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            count += 1;
+            if count == 1 {
+                tracing::info!("signal: graceful shutdown (signal again to exit now)");
+                viaduct_control::ops::begin_graceful_shutdown(&signals, "signal");
+            } else {
+                let _ = signals.exit.send(true);
+            }
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = exit.wait_for(|&e| e).await;
+        })
+        .await?;
+    state.records.flush();
+    tracing::info!("viaduct-control stopped");
+    Ok(())
 }

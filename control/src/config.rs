@@ -1,0 +1,281 @@
+//! The control service's configuration: defaults, overridden by a TOML file, overridden
+//! by environment variables and flags (clap reads both). Checked once at start.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Command-line flags; each also reads a `VIADUCT_*` environment variable.
+#[derive(Debug, Parser)]
+#[command(
+    name = "viaduct-control",
+    version,
+    about = "Viaduct's control service: colibri2 focus API, JVB-compatible stats, Prometheus, health, drain"
+)]
+pub struct Flags {
+    /// TOML config file (keys as in the README); flags and environment override it.
+    #[arg(long, env = "VIADUCT_CONTROL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address.
+    #[arg(long, env = "VIADUCT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The bridge's command socket.
+    #[arg(long, env = "VIADUCT_BRIDGE_SOCKET")]
+    pub bridge_socket: Option<PathBuf>,
+    /// Bearer secret(s) the focus must present (comma-separated for rotation).
+    #[arg(
+        long,
+        env = "VIADUCT_FOCUS_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub focus_secret: Option<Vec<String>>,
+    /// SQLite file for conference records.
+    #[arg(long, env = "VIADUCT_DB")]
+    pub db: Option<PathBuf>,
+    /// Region reported in stats (Jicofo's region-based selection reads it).
+    #[arg(long, env = "VIADUCT_REGION")]
+    pub region: Option<String>,
+    /// Directory for state (the default database lives here).
+    #[arg(long, env = "VIADUCT_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Packets per second (in + out) one bridge worker carries at stress 1.0.
+    #[arg(long, env = "VIADUCT_WORKER_CAPACITY_PPS")]
+    pub worker_capacity_pps: Option<f64>,
+    /// How often the bridge's counters are sampled, in milliseconds.
+    #[arg(long, env = "VIADUCT_STATS_INTERVAL_MS")]
+    pub stats_interval_ms: Option<u64>,
+    /// Seconds between the last endpoint leaving in graceful shutdown and exiting.
+    #[arg(long, env = "VIADUCT_SHUTDOWN_DELAY")]
+    pub shutdown_delay: Option<u64>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "VIADUCT_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, env = "VIADUCT_LOG", default_value = "info")]
+    pub log: String,
+}
+
+/// The TOML file: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    /// See [`Flags::listen`].
+    pub listen: Option<SocketAddr>,
+    /// See [`Flags::bridge_socket`].
+    pub bridge_socket: Option<PathBuf>,
+    /// See [`Flags::focus_secret`].
+    pub focus_secrets: Option<Vec<String>>,
+    /// See [`Flags::db`].
+    pub db: Option<PathBuf>,
+    /// See [`Flags::region`].
+    pub region: Option<String>,
+    /// See [`Flags::state_dir`].
+    pub state_dir: Option<PathBuf>,
+    /// See [`Flags::worker_capacity_pps`].
+    pub worker_capacity_pps: Option<f64>,
+    /// JVB's `average_participant_stress`: the stress one more endpoint adds.
+    pub average_participant_stress: Option<f64>,
+    /// See [`Flags::stats_interval_ms`].
+    pub stats_interval_ms: Option<u64>,
+    /// See [`Flags::shutdown_delay`].
+    pub shutdown_delay: Option<u64>,
+    /// See [`Flags::max_body_bytes`].
+    pub max_body_bytes: Option<usize>,
+}
+
+/// The resolved configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Bridge command socket.
+    pub bridge_socket: PathBuf,
+    /// Accepted focus bearer secrets.
+    pub focus_secrets: Vec<String>,
+    /// Records database.
+    pub db: PathBuf,
+    /// Region, if any.
+    pub region: Option<String>,
+    /// Worker capacity for stress.
+    pub worker_capacity_pps: f64,
+    /// Per-participant stress estimate.
+    pub average_participant_stress: f64,
+    /// Sampling period.
+    pub stats_interval: Duration,
+    /// Delay before exiting once shut down.
+    pub shutdown_delay: Duration,
+    /// Body limit.
+    pub max_body_bytes: usize,
+}
+
+/// A config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this config.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is missing or out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Default worker capacity: about what one worker forwarded on the development VM
+/// (README, "One pinned worker"), in + out.
+pub const DEFAULT_WORKER_CAPACITY_PPS: f64 = 300_000.0;
+
+impl Config {
+    /// Defaults ← file ← environment/flags.
+    pub fn resolve(flags: &Flags) -> Result<Self, ConfigError> {
+        let file = match &flags.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::Parse {
+                    path: path.clone(),
+                    source: Box::new(source),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let state_dir = flags
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/viaduct"));
+        let focus_secrets: Vec<String> = flags
+            .focus_secret
+            .clone()
+            .or(file.focus_secrets)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        let cfg = Config {
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            bridge_socket: flags
+                .bridge_socket
+                .clone()
+                .or(file.bridge_socket)
+                .unwrap_or_else(|| PathBuf::from("/run/viaduct/bridge.sock")),
+            focus_secrets,
+            db: flags
+                .db
+                .clone()
+                .or(file.db)
+                .unwrap_or_else(|| state_dir.join("viaduct.sqlite")),
+            region: flags.region.clone().or(file.region),
+            worker_capacity_pps: flags
+                .worker_capacity_pps
+                .or(file.worker_capacity_pps)
+                .unwrap_or(DEFAULT_WORKER_CAPACITY_PPS),
+            average_participant_stress: file.average_participant_stress.unwrap_or(0.01),
+            stats_interval: Duration::from_millis(
+                flags
+                    .stats_interval_ms
+                    .or(file.stats_interval_ms)
+                    .unwrap_or(1000),
+            ),
+            shutdown_delay: Duration::from_secs(
+                flags.shutdown_delay.or(file.shutdown_delay).unwrap_or(1),
+            ),
+            max_body_bytes: flags
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(256 * 1024),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.focus_secrets.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no focus secret: set --focus-secret, VIADUCT_FOCUS_SECRET or focus-secrets in the config file".into(),
+            ));
+        }
+        if self.focus_secrets.iter().any(|s| s.len() < 8) {
+            return Err(ConfigError::Invalid(
+                "focus secrets must be at least 8 characters".into(),
+            ));
+        }
+        if !(self.worker_capacity_pps > 0.0) {
+            return Err(ConfigError::Invalid(
+                "worker capacity must be positive".into(),
+            ));
+        }
+        if self.stats_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "stats interval must be at least 100 ms".into(),
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "body limit must be at least 1024 bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("viaduct-ccfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("control.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nfocus-secrets = [\"file-secret-1\"]\nregion = \"eu\"\n",
+        )
+        .unwrap();
+        let p = path.to_str().unwrap();
+        let cfg =
+            Config::resolve(&Flags::parse_from(["c", "--config", p, "--region", "us"])).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(cfg.focus_secrets, vec!["file-secret-1".to_owned()]);
+        assert_eq!(cfg.region.as_deref(), Some("us"));
+        let cfg = Config::resolve(&Flags::parse_from([
+            "c",
+            "--config",
+            p,
+            "--focus-secret",
+            "aaaaaaaa,bbbbbbbb",
+        ]))
+        .unwrap();
+        assert_eq!(cfg.focus_secrets.len(), 2);
+        assert!(Config::resolve(&Flags::parse_from(["c", "--focus-secret", "short"])).is_err());
+        std::fs::write(&path, "nonsense = 1\n").unwrap();
+        assert!(matches!(
+            Config::resolve(&Flags::parse_from(["c", "--config", p])),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

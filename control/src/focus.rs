@@ -1,0 +1,435 @@
+//! The focus's API: colibri2 `POST /colibri/v2/conferences` and `PATCH
+//! /colibri/v2/conferences/{meeting-id}` carried out on the bridge, and the read API
+//! for conference records. Validation happens before the bridge is touched.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use viaduct_bridge::command::protocol::{ForceMute, Reply, RequestBody};
+
+use crate::app::{ApiError, ApiJson, AppState, ConferenceInfo, EndpointInfo, Phase};
+use crate::colibri2::{
+    self, Colibri2Error, ConferenceModified, ConferenceModify, EndpointModified,
+};
+use crate::records::{Event, EventKind};
+
+/// Most endpoints one request may touch.
+const MAX_ENDPOINTS_PER_REQUEST: usize = 1000;
+
+impl From<Colibri2Error> for ApiError {
+    fn from(e: Colibri2Error) -> Self {
+        match e {
+            Colibri2Error::BadRequest(m) => ApiError::bad_request(m),
+            Colibri2Error::NotImplemented(m) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "FEATURE_NOT_IMPLEMENTED", m)
+            }
+        }
+    }
+}
+
+fn check_supported(req: &ConferenceModify) -> Result<(), ApiError> {
+    if !req.relays.is_empty() {
+        return Err(
+            Colibri2Error::NotImplemented("relays (cascading) are not supported".into()).into(),
+        );
+    }
+    if !req.connects.is_empty() {
+        return Err(
+            Colibri2Error::NotImplemented("connects (exports) are not supported".into()).into(),
+        );
+    }
+    if req.endpoints.len() > MAX_ENDPOINTS_PER_REQUEST {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_ENDPOINTS_PER_REQUEST} endpoints per request"
+        )));
+    }
+    for e in &req.endpoints {
+        if e.id.is_empty() || e.id.len() > 256 {
+            return Err(ApiError::bad_request("endpoint id must be 1-256 bytes"));
+        }
+        // Check transports and sources up front, so a bad one changes nothing.
+        if let Some(t) = &e.transport {
+            colibri2::remote_transport(t)?;
+        }
+        if let Some(s) = &e.sources {
+            colibri2::media_sources(s)?;
+        }
+    }
+    Ok(())
+}
+
+/// `POST /colibri/v2/conferences`: create a conference (and endpoints).
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<ConferenceModify>,
+) -> Result<Json<ConferenceModified>, ApiError> {
+    let Some(meeting_id) = req.meeting_id.clone() else {
+        return Err(ApiError::bad_request("meeting-id is required"));
+    };
+    if meeting_id.is_empty() || meeting_id.len() > 256 {
+        return Err(ApiError::bad_request("meeting-id must be 1-256 bytes"));
+    }
+    check_supported(&req)?;
+    {
+        let inner = state.inner();
+        if inner.phase != Phase::Running {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "GRACEFUL_SHUTDOWN",
+                "the bridge is shutting down: no new conferences",
+            ));
+        }
+        if inner.drain {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "GRACEFUL_SHUTDOWN",
+                "the bridge is draining: no new conferences",
+            ));
+        }
+        if inner.conferences.contains_key(&meeting_id) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "CONFERENCE_ALREADY_EXISTS",
+                format!("conference {meeting_id} exists"),
+            ));
+        }
+    }
+    if !req.create {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "CONFERENCE_NOT_FOUND",
+            format!("conference {meeting_id} does not exist and create is not set"),
+        ));
+    }
+    state
+        .link
+        .request(RequestBody::CreateConference {
+            conference: meeting_id.clone(),
+        })
+        .await?;
+    {
+        let mut inner = state.inner();
+        inner.conferences.insert(
+            meeting_id.clone(),
+            ConferenceInfo {
+                name: req.name.clone(),
+                created: Instant::now(),
+                endpoints: HashMap::new(),
+                peak: 0,
+            },
+        );
+        inner.totals.conferences_created += 1;
+    }
+    state.metrics.conference_created();
+    let mut ev = Event::now(EventKind::ConferenceCreated)
+        .with_meeting(meeting_id.clone())
+        .with_actor("focus");
+    if let Some(name) = &req.name {
+        ev = ev.with_detail(name.clone());
+    }
+    state.record(ev);
+    tracing::info!(%meeting_id, "conference created");
+    apply(&state, &meeting_id, &req).await.map(Json)
+}
+
+/// `PATCH /colibri/v2/conferences/{meeting-id}`: create, update and expire endpoints,
+/// or expire the conference.
+pub async fn modify(
+    State(state): State<AppState>,
+    Path(meeting_id): Path<String>,
+    ApiJson(req): ApiJson<ConferenceModify>,
+) -> Result<Json<ConferenceModified>, ApiError> {
+    if let Some(body_id) = &req.meeting_id {
+        if *body_id != meeting_id {
+            return Err(ApiError::bad_request(
+                "meeting-id in the body differs from the path",
+            ));
+        }
+    }
+    check_supported(&req)?;
+    if !state.inner().conferences.contains_key(&meeting_id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "CONFERENCE_NOT_FOUND",
+            format!("no conference {meeting_id}"),
+        ));
+    }
+    if req.create {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "CONFERENCE_ALREADY_EXISTS",
+            format!("conference {meeting_id} exists"),
+        ));
+    }
+    apply(&state, &meeting_id, &req).await.map(Json)
+}
+
+/// `GET` on the colibri2 collection or a conference: not implemented, as in JVB.
+pub async fn not_implemented() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "FEATURE_NOT_IMPLEMENTED",
+        "listing conferences over colibri2 is not implemented; see /conferences",
+    )
+}
+
+async fn apply(
+    state: &AppState,
+    meeting_id: &str,
+    req: &ConferenceModify,
+) -> Result<ConferenceModified, ApiError> {
+    let mut out = ConferenceModified::default();
+    let mut created_any = false;
+    for ep in &req.endpoints {
+        if ep.expire {
+            state
+                .link
+                .request(RequestBody::ExpireEndpoint {
+                    conference: meeting_id.to_owned(),
+                    endpoint: ep.id.clone(),
+                })
+                .await?;
+            forget_endpoint(state, meeting_id, &ep.id);
+            state.record(
+                Event::now(EventKind::EndpointLeft)
+                    .with_meeting(meeting_id)
+                    .with_endpoint(ep.id.clone())
+                    .with_actor("focus"),
+            );
+            out.endpoints.push(EndpointModified {
+                id: ep.id.clone(),
+                transport: None,
+                expire: true,
+            });
+            continue;
+        }
+        let known = state
+            .inner()
+            .conferences
+            .get(meeting_id)
+            .is_some_and(|c| c.endpoints.contains_key(&ep.id));
+        let mut modified = EndpointModified {
+            id: ep.id.clone(),
+            ..Default::default()
+        };
+        if ep.create {
+            if known {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "ENDPOINT_ALREADY_EXISTS",
+                    format!("endpoint {} exists", ep.id),
+                ));
+            }
+            let reply = state
+                .link
+                .request(RequestBody::CreateEndpoint {
+                    conference: meeting_id.to_owned(),
+                    endpoint: ep.id.clone(),
+                })
+                .await?;
+            let Reply::EndpointCreated(alloc) = reply else {
+                return Err(ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "UNSPECIFIED",
+                    "unexpected reply from the bridge",
+                ));
+            };
+            modified.transport = Some(colibri2::transport_of(&alloc));
+            created_any = true;
+            let count = {
+                let mut inner = state.inner();
+                inner.totals.participants += 1;
+                inner.conferences.get_mut(meeting_id).map(|c| {
+                    c.endpoints.insert(ep.id.clone(), EndpointInfo::default());
+                    c.peak = c.peak.max(c.endpoints.len());
+                    c.endpoints.len()
+                })
+            };
+            state.record(
+                Event::now(EventKind::EndpointJoined)
+                    .with_meeting(meeting_id)
+                    .with_endpoint(ep.id.clone())
+                    .with_actor("focus"),
+            );
+            if let Some(n) = count {
+                state.writer.participants(meeting_id, n as u32);
+            }
+        } else if !known {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "UNKNOWN_ENDPOINT",
+                format!("no endpoint {} in {meeting_id}", ep.id),
+            ));
+        }
+        let (ice, fingerprint) = match &ep.transport {
+            Some(t) => colibri2::remote_transport(t)?,
+            None => (None, None),
+        };
+        let sources = ep
+            .sources
+            .as_deref()
+            .map(colibri2::media_sources)
+            .transpose()?;
+        let force_mute = ep.force_mute.map(ForceMute::from);
+        if ice.is_some() || fingerprint.is_some() || sources.is_some() || force_mute.is_some() {
+            state
+                .link
+                .request(RequestBody::UpdateEndpoint {
+                    conference: meeting_id.to_owned(),
+                    endpoint: ep.id.clone(),
+                    ice,
+                    fingerprint,
+                    sources,
+                    force_mute,
+                })
+                .await?;
+        }
+        if let Some(mute) = force_mute {
+            let changed = {
+                let mut inner = state.inner();
+                inner
+                    .conferences
+                    .get_mut(meeting_id)
+                    .and_then(|c| c.endpoints.get_mut(&ep.id))
+                    .map(|e| std::mem::replace(&mut e.force_mute, mute) != mute)
+                    .unwrap_or(false)
+            };
+            if changed || ep.create {
+                state.record(
+                    Event::now(EventKind::ForceMute)
+                        .with_meeting(meeting_id)
+                        .with_endpoint(ep.id.clone())
+                        .with_actor("focus")
+                        .with_detail(format!("audio={} video={}", mute.audio, mute.video)),
+                );
+            }
+        }
+        out.endpoints.push(modified);
+    }
+    if created_any {
+        out.sources = colibri2::feedback_sources(state.feedback.0, state.feedback.1);
+    }
+    if req.expire {
+        expire_conference(state, meeting_id).await?;
+    }
+    Ok(out)
+}
+
+fn forget_endpoint(state: &AppState, meeting_id: &str, endpoint: &str) {
+    let count = {
+        let mut inner = state.inner();
+        inner.conferences.get_mut(meeting_id).map(|c| {
+            c.endpoints.remove(endpoint);
+            c.endpoints.len()
+        })
+    };
+    if let Some(n) = count {
+        state.writer.participants(meeting_id, n as u32);
+    }
+}
+
+async fn expire_conference(state: &AppState, meeting_id: &str) -> Result<(), ApiError> {
+    state
+        .link
+        .request(RequestBody::ExpireConference {
+            conference: meeting_id.to_owned(),
+        })
+        .await?;
+    let gone = {
+        let mut inner = state.inner();
+        let gone = inner.conferences.remove(meeting_id);
+        if let Some(c) = &gone {
+            inner.totals.conferences_completed += 1;
+            inner.totals.conference_seconds += c.created.elapsed().as_secs_f64();
+        }
+        gone
+    };
+    if let Some(c) = gone {
+        state
+            .metrics
+            .conference_expired(c.created.elapsed().as_secs_f64());
+    }
+    state.writer.participants(meeting_id, 0);
+    state.record(
+        Event::now(EventKind::ConferenceExpired)
+            .with_meeting(meeting_id)
+            .with_actor("focus"),
+    );
+    tracing::info!(%meeting_id, "conference expired");
+    Ok(())
+}
+
+/// `GET /conferences/{meeting-id}`: the newest record of a conference, with its events.
+pub async fn record(
+    State(state): State<AppState>,
+    Path(meeting_id): Path<String>,
+) -> Result<Json<crate::records::ConferenceRecord>, ApiError> {
+    let records = state.records.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        records.flush();
+        records.conference(&meeting_id).map(|r| (meeting_id, r))
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNSPECIFIED",
+            e.to_string(),
+        )
+    })?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNSPECIFIED",
+            e.to_string(),
+        )
+    })?;
+    match found {
+        (_, Some(r)) => Ok(Json(r)),
+        (id, None) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "CONFERENCE_NOT_FOUND",
+            format!("no record of conference {id}"),
+        )),
+    }
+}
+
+/// Query of `GET /conferences`.
+#[derive(Debug, Deserialize)]
+pub struct RecentQuery {
+    /// At most this many (default 50, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// `GET /conferences?limit=N`: the newest conference records, without events.
+pub async fn recent_records(
+    State(state): State<AppState>,
+    Query(q): Query<RecentQuery>,
+) -> Result<Json<Vec<crate::records::ConferenceRecord>>, ApiError> {
+    let limit = q.limit.unwrap_or(50).min(1000);
+    let records = state.records.clone();
+    let list = tokio::task::spawn_blocking(move || {
+        records.flush();
+        records.recent(limit)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNSPECIFIED",
+            e.to_string(),
+        )
+    })?
+    .map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNSPECIFIED",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(list))
+}

@@ -1,0 +1,44 @@
+//! Viaduct's control service as a library: the HTTP API a Jicofo-like focus, operators
+//! and Prometheus use (`app` and the handlers in `focus`, `stats`, `ops`), the
+//! colibri2 wire format (`colibri2`), the bridge link client (`link`), and what the
+//! service keeps (`records`, `metrics`). The binary `viaduct-control` wires them up.
+#![forbid(unsafe_code)]
+#![recursion_limit = "256"]
+
+pub mod app;
+pub mod colibri2;
+pub mod config;
+pub mod focus;
+pub mod link;
+pub mod metrics;
+pub mod ops;
+pub mod records;
+pub mod stats;
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::watch;
+
+/// Builds the service's state: opens the records database, starts the bridge link,
+/// and spawns the link follower and the stats sampler on the current runtime.
+pub fn start(config: config::Config) -> anyhow::Result<(app::AppState, watch::Receiver<bool>)> {
+    use anyhow::Context as _;
+    let records = records::Records::open(&config.db)
+        .with_context(|| format!("opening the records database {}", config.db.display()))?;
+    let writer = records.writer();
+    let link = link::Link::spawn(config.bridge_socket.clone());
+    let (exit, exit_rx) = watch::channel(false);
+    let state = app::AppState {
+        config: Arc::new(config),
+        link,
+        records: Arc::new(records),
+        writer,
+        metrics: Arc::new(metrics::Metrics::new(env!("CARGO_PKG_VERSION"))),
+        inner: Arc::new(Mutex::new(app::Inner::default())),
+        feedback: (rand::random::<u32>() | 1, rand::random::<u32>() | 1),
+        exit,
+    };
+    tokio::spawn(app::follow_link(state.clone()));
+    tokio::spawn(stats::run_sampler(state.clone()));
+    Ok((state, exit_rx))
+}
