@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# Builds and starts viaduct-bridge with development defaults: one worker on
-# 127.0.0.1:10000, the command socket under /tmp/viaduct, not pinned. Any extra
-# arguments are passed to viaduct-bridge (see `viaduct-bridge --help`).
+# Builds and starts Viaduct with development defaults: viaduct-bridge (one worker on
+# 127.0.0.1:10000, command socket /tmp/viaduct/bridge.sock, not pinned) and
+# viaduct-control (HTTP on 127.0.0.1:8080, records in /tmp/viaduct/viaduct.sqlite).
+# The focus secret is $VIADUCT_FOCUS_SECRET, or "dev-focus-secret". Ctrl-C stops both.
+# Extra arguments go to viaduct-bridge (see `viaduct-bridge --help`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p viaduct-bridge
-exec target/release/viaduct-bridge \
-    --socket "${VIADUCT_SOCKET:-/tmp/viaduct/bridge.sock}" \
-    --bind "${VIADUCT_BIND:-127.0.0.1}" \
-    --no-pin \
-    "$@"
+cargo build --release --locked -p viaduct-bridge -p viaduct-control
+
+state="${VIADUCT_STATE_DIR:-/tmp/viaduct}"
+mkdir -p "$state"
+socket="${VIADUCT_SOCKET:-$state/bridge.sock}"
+export VIADUCT_FOCUS_SECRET="${VIADUCT_FOCUS_SECRET:-dev-focus-secret}"
+
+target/release/viaduct-bridge --socket "$socket" --bind "${VIADUCT_BIND:-127.0.0.1}" --no-pin "$@" &
+bridge=$!
+trap 'kill "$bridge" 2>/dev/null || true; wait "$bridge" 2>/dev/null || true' EXIT INT TERM
+
+echo "viaduct: bridge pid $bridge; control on http://127.0.0.1:8080 (focus secret: $VIADUCT_FOCUS_SECRET)" >&2
+target/release/viaduct-control \
+    --listen "${VIADUCT_LISTEN:-127.0.0.1:8080}" \
+    --bridge-socket "$socket" \
+    --db "$state/viaduct.sqlite" \
+    --state-dir "$state"

@@ -10,6 +10,19 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
+# promtool (Debian package prometheus) checks the control service's /metrics.
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing promtool (Debian package prometheus)" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    else
+        echo "promtool missing and cannot install it (need root and apt-get): apt-get install prometheus" >&2
+        exit 1
+    fi
+fi
+export VIADUCT_REQUIRE_PROMTOOL=1
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --doc

@@ -222,7 +222,7 @@ impl Config {
                 "focus secrets must be at least 8 characters".into(),
             ));
         }
-        if !(self.worker_capacity_pps > 0.0) {
+        if !self.worker_capacity_pps.is_finite() || self.worker_capacity_pps <= 0.0 {
             return Err(ConfigError::Invalid(
                 "worker capacity must be positive".into(),
             ));
