@@ -32,14 +32,9 @@ pub fn bridge_bin() -> PathBuf {
         .to_owned();
     BUILD.call_once(|| {
         let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "viaduct-bridge",
-                "--bin",
-                "viaduct-bridge",
-            ])
+            // All of the workspace's binaries: the same feature set as the test build,
+            // so this is a no-op after `cargo test --workspace` or nextest.
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .expect("run cargo build");
