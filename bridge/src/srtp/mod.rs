@@ -99,8 +99,10 @@ pub enum SrtpError {
     TooManyStreams,
 }
 
-/// Most SSRCs one [`Context`] tracks (separately for RTP and for RTCP).
-pub const MAX_STREAMS: usize = 64;
+/// Most SSRCs one [`Context`] tracks (separately for RTP and for RTCP). A receiver's
+/// outbound context carries every other sender's streams: a 100-person conference with
+/// three simulcast layers, RTX and audio is about 700.
+pub const MAX_STREAMS: usize = 1024;
 /// SSRC slots reserved up front so that ordinary sessions never reallocate.
 const RESERVED_STREAMS: usize = 16;
 /// Largest SRTCP index (31 bits, RFC 3711 §3.4).
@@ -860,9 +862,9 @@ mod tests {
                 let srtp = protect_rtp(&mut tx, &rtp(10, ssrc, 0)).unwrap();
                 assert!(unprotect_rtp(&mut rx, &srtp).is_ok());
             }
-            let srtp = protect_rtp(&mut ours(p), &rtp(10, 1000, 0)).unwrap();
+            let srtp = protect_rtp(&mut ours(p), &rtp(10, 100_000, 0)).unwrap();
             assert_eq!(
-                protect_rtp(&mut tx, &rtp(10, 1000, 0)),
+                protect_rtp(&mut tx, &rtp(10, 100_000, 0)),
                 Err(SrtpError::TooManyStreams)
             );
             assert_eq!(
@@ -871,9 +873,9 @@ mod tests {
             );
             tx.remove_ssrc(3);
             rx.remove_ssrc(3);
-            assert!(protect_rtp(&mut tx, &rtp(10, 1000, 0)).is_ok());
+            assert!(protect_rtp(&mut tx, &rtp(10, 100_000, 0)).is_ok());
             assert!(unprotect_rtp(&mut rx, &srtp).is_ok());
-            assert!(format!("{rx:?}").contains("rtp_streams: 64"));
+            assert!(format!("{rx:?}").contains(&format!("rtp_streams: {MAX_STREAMS}")));
         }
     }
 }
