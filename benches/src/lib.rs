@@ -1,2 +1,5 @@
-//! Viaduct's benchmarks and load tools. The load generator `viaduct-loadgen` will live
-//! in this crate (see the load-generator issue); `relay-pps` gives a first figure.
+//! Viaduct's benchmarks and load tools: `viaduct-loadgen` (synthetic peers that prove
+//! the bridge, in `loadgen`), `relay-pps`, and the HTTP client they share.
+
+pub mod http;
+pub mod loadgen;

@@ -75,6 +75,35 @@ pub enum Incoming {
     Refused(SrtpError),
 }
 
+/// A connected peer taken apart, for load tools that drive many peers from their own
+/// loops: its socket, the bridge's address and both SRTP directions.
+pub struct PeerParts {
+    /// The peer's socket.
+    pub socket: UdpSocket,
+    /// The bridge address ICE chose.
+    pub bridge: SocketAddr,
+    /// Encrypts what the peer sends.
+    pub outbound: Context,
+    /// Decrypts what the peer receives.
+    pub inbound: Context,
+    /// The negotiated profile.
+    pub profile: Profile,
+    /// Closes the peer's DTLS session when dropped.
+    pub session: DtlsSession,
+}
+
+/// Ends a peer's DTLS session on its DTLS thread when dropped.
+pub struct DtlsSession {
+    dtls: DtlsHandle,
+    id: dtls::SessionId,
+}
+
+impl Drop for DtlsSession {
+    fn drop(&mut self) {
+        let _ = self.dtls.close(self.id);
+    }
+}
+
 /// One synthetic participant.
 pub struct Peer {
     socket: UdpSocket,
@@ -147,6 +176,24 @@ impl Peer {
     /// The socket, for tests that send raw bytes.
     pub fn socket(&self) -> &UdpSocket {
         &self.socket
+    }
+
+    /// Takes a connected peer apart (see [`PeerParts`]).
+    pub fn into_parts(self) -> Result<PeerParts, PeerError> {
+        match (self.bridge, self.outbound, self.inbound, self.profile) {
+            (Some(bridge), Some(outbound), Some(inbound), Some(profile)) => Ok(PeerParts {
+                socket: self.socket,
+                bridge,
+                outbound,
+                inbound,
+                profile,
+                session: DtlsSession {
+                    dtls: self.dtls,
+                    id: self.session,
+                },
+            }),
+            _ => Err(PeerError::NotConnected),
+        }
     }
 
     /// Our ICE credentials, to signal to the bridge.

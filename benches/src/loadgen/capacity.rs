@@ -1,0 +1,89 @@
+//! The capacity search: the largest number of participants (whole conferences) that
+//! holds loss and p99 latency under their bounds for the trial's duration, found by
+//! doubling and then bisecting.
+
+use anyhow::Result;
+
+use super::report::{Capacity, Report, Trial};
+
+/// Bounds and limits of the search.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Largest loss ratio that passes.
+    pub loss: f64,
+    /// Largest p99 latency that passes, ms.
+    pub p99_ms: f64,
+    /// Most conferences ever tried.
+    pub max_conferences: usize,
+    /// Most trials.
+    pub max_trials: usize,
+    /// Bridge cores, for the per-core figure.
+    pub bridge_cores: usize,
+}
+
+/// Whether a trial's report meets the bounds (and nothing failed to authenticate).
+pub fn passes(r: &Report, b: &Bounds) -> bool {
+    r.loss_ratio < b.loss
+        && r.latency_ms.p99 < b.p99_ms
+        && r.auth_failures == 0
+        && r.payload_mismatches == 0
+        && r.streams_received == r.streams_expected
+}
+
+/// Runs `trial(conferences)` as the search needs; returns the capacity and the report
+/// of the largest passing trial (or the last one if none passed).
+pub fn search(
+    start: usize,
+    participants_per_conference: usize,
+    b: Bounds,
+    mut trial: impl FnMut(usize) -> Result<Report>,
+) -> Result<(Capacity, Report)> {
+    let (mut lo, mut hi): (usize, Option<usize>) = (0, None);
+    let mut n = start.clamp(1, b.max_conferences.max(1));
+    let mut trials = Vec::new();
+    let mut best: Option<Report> = None;
+    let mut last: Option<Report> = None;
+    while trials.len() < b.max_trials {
+        let r = trial(n)?;
+        let pass = passes(&r, &b);
+        trials.push(Trial {
+            participants: n * participants_per_conference,
+            conferences: n,
+            loss_ratio: r.loss_ratio,
+            p99_ms: r.latency_ms.p99,
+            forwarded_pps: r.forwarded_pps,
+            pass,
+        });
+        if pass {
+            lo = n;
+            best = Some(r.clone());
+        } else {
+            hi = Some(n);
+        }
+        last = Some(r);
+        let next = match hi {
+            None if n >= b.max_conferences => break,
+            None => (n * 2).min(b.max_conferences),
+            Some(h) if h <= lo + 1 => break,
+            Some(h) => (lo + h) / 2,
+        };
+        if next == n || next == 0 {
+            break;
+        }
+        n = next;
+    }
+    let chosen = best
+        .or(last)
+        .ok_or_else(|| anyhow::anyhow!("no trial ran"))?;
+    let participants = lo * participants_per_conference;
+    let capacity = Capacity {
+        participants,
+        participants_per_core: participants as f64 / b.bridge_cores.max(1) as f64,
+        forwarded_pps: if lo > 0 { chosen.forwarded_pps } else { 0.0 },
+        p99_ms: if lo > 0 { chosen.latency_ms.p99 } else { 0.0 },
+        loss_bound: b.loss,
+        p99_bound_ms: b.p99_ms,
+        trials,
+    };
+    Ok((capacity, chosen))
+}

@@ -1,0 +1,588 @@
+//! Running synthetic peers: connect them (through a focus, ICE, DTLS), then on a few
+//! pinned threads send each peer's audio and video on schedule and receive everything
+//! the bridge forwards, counting every packet by its clear RTP header, timing it by its
+//! send-time extension, and decrypting a sample to check authentication and payload.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use viaduct_bridge::dtls::{DtlsHandle, Identity};
+use viaduct_bridge::peer::{Peer, PeerParts};
+use viaduct_bridge::srtp::{Context, SrtpError};
+
+use super::focus::{self, Focus};
+use super::traffic::{self, Plan};
+
+/// After senders stop, receivers wait this long for packets in flight.
+const GRACE: Duration = Duration::from_millis(500);
+
+/// The first packets of every stream are always decrypted and checked.
+const ALWAYS_CHECK_FIRST: u64 = 8;
+
+/// Largest latency recorded, microseconds (60 s).
+const MAX_LATENCY_US: u64 = 60_000_000;
+
+/// What a run is asked to do.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Conferences.
+    pub conferences: usize,
+    /// Participants per conference.
+    pub participants: usize,
+    /// Participants per conference whose audio carries voice.
+    pub audio_senders: usize,
+    /// Video bitrate per participant (0: audio only).
+    pub video_kbps: u32,
+    /// Video frame rate.
+    pub fps: u32,
+    /// Three simulcast layers instead of one.
+    pub simulcast: bool,
+    /// Sending time.
+    pub duration: Duration,
+    /// Participants joined per second during ramp-up (0: as fast as possible).
+    pub join_rate: f64,
+    /// Cores of the load generator's own threads.
+    pub cores: Vec<usize>,
+    /// Decrypt one packet in this many.
+    pub sample: u64,
+    /// Allow candidates that are not loopback.
+    pub allow_remote: bool,
+    /// Show progress bars.
+    pub progress: bool,
+}
+
+/// A connected synthetic participant.
+pub struct Participant {
+    /// Global index (SSRCs derive from it).
+    pub index: u32,
+    /// Its conference number.
+    pub conference: usize,
+    /// Socket, keys, bridge address.
+    pub parts: PeerParts,
+    /// What it sends.
+    pub plan: Plan,
+}
+
+fn check_loopback(addr: SocketAddr, allow_remote: bool) -> Result<()> {
+    if !allow_remote && !addr.ip().is_loopback() {
+        bail!("the focus returned {addr}, which is not loopback: refusing to send there without --allow-remote");
+    }
+    Ok(())
+}
+
+fn bar(progress: bool, len: u64, msg: &str) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b.set_message(msg.to_owned());
+    b
+}
+
+/// Allocates the scenario's conferences through `focus` (ids `{prefix}-{n}`) and
+/// connects every participant through ICE and DTLS.
+pub fn connect(
+    focus: &mut Focus,
+    s: &Scenario,
+    prefix: &str,
+    dtls: &DtlsHandle,
+    identity: &Arc<Identity>,
+) -> Result<Vec<Participant>> {
+    let total = s.conferences * s.participants;
+    let progress = bar(s.progress, total as u64, "joining");
+    let pace = (s.join_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / s.join_rate));
+    let started = Instant::now();
+    let mut out = Vec::with_capacity(total);
+    for c in 0..s.conferences {
+        let conf = format!("{prefix}-{c}");
+        focus.create_conference(&conf)?;
+        for p in 0..s.participants {
+            let index = (c * s.participants + p) as u32;
+            if let Some(pace) = pace {
+                let due = started + pace * index;
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+            let endpoint = format!("p{index}");
+            let alloc = focus.create_endpoint(&conf, &endpoint)?;
+            for cand in &alloc.candidates {
+                if let Ok(ip) = cand.ip.parse() {
+                    check_loopback(SocketAddr::new(ip, cand.port), s.allow_remote)?;
+                }
+            }
+            let plan = Plan::new(p < s.audio_senders, s.video_kbps, s.fps, s.simulcast);
+            let video: Vec<u32> = plan
+                .video_layers
+                .iter()
+                .map(|&(stream, _)| traffic::ssrc(index, stream))
+                .collect();
+            let mut peer = Peer::bind("127.0.0.1:0".parse()?, dtls.clone(), identity.clone())?;
+            focus.update_endpoint(
+                &conf,
+                &endpoint,
+                peer.ice_credentials(),
+                peer.fingerprint(),
+                focus::sources(traffic::ssrc(index, traffic::AUDIO), &video),
+            )?;
+            peer.connect(&alloc, Duration::from_secs(10))
+                .with_context(|| format!("connecting {endpoint} of {conf}"))?;
+            let parts = peer.into_parts()?;
+            check_loopback(parts.bridge, s.allow_remote)?;
+            out.push(Participant {
+                index,
+                conference: c,
+                parts,
+                plan,
+            });
+            progress.inc(1);
+        }
+    }
+    progress.finish_and_clear();
+    Ok(out)
+}
+
+/// One received stream at one receiver.
+#[derive(Clone, Debug, Default)]
+pub struct StreamRx {
+    /// Packets counted.
+    pub received: u64,
+    /// Interarrival jitter (RFC 3550 6.4.1), nanoseconds.
+    pub jitter_ns: f64,
+    last_transit: Option<i64>,
+}
+
+/// What one receiver saw.
+#[derive(Debug, Default)]
+pub struct ReceiverResult {
+    /// The receiver's global index.
+    pub index: u32,
+    /// Its conference.
+    pub conference: usize,
+    /// Per SSRC.
+    pub streams: HashMap<u32, StreamRx>,
+    /// Packets decrypted and checked.
+    pub checked: u64,
+    /// Sampled packets that did not authenticate.
+    pub auth_failures: u64,
+    /// Sampled packets whose payload did not match its header.
+    pub payload_mismatches: u64,
+    /// Sampled packets refused as replays (duplicates from the bridge).
+    pub replays: u64,
+    /// RTCP and other non-RTP datagrams.
+    pub other: u64,
+}
+
+/// Per-second figures of the whole run.
+#[derive(Clone, Debug)]
+pub struct Second {
+    /// Packets received in that second.
+    pub received: u64,
+    /// Latency histogram of that second, microseconds.
+    pub latency: Histogram<u64>,
+}
+
+/// A run's raw results.
+pub struct RunResult {
+    /// Per receiver.
+    pub receivers: Vec<ReceiverResult>,
+    /// Packets sent per SSRC.
+    pub sent: HashMap<u32, u64>,
+    /// Sends the kernel refused.
+    pub send_failures: u64,
+    /// All latencies, microseconds.
+    pub latency: Histogram<u64>,
+    /// Per second since the start.
+    pub seconds: Vec<Second>,
+    /// Wall time of the sending phase.
+    pub duration: Duration,
+    /// The participants' plans, by index, and their conferences.
+    pub plans: Vec<(u32, usize, Plan)>,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
+        .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
+}
+
+/// Live counters the progress display reads.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Packets sent.
+    pub sent: AtomicU64,
+    /// Packets received.
+    pub received: AtomicU64,
+}
+
+/// Runs connected participants for the scenario's duration on the scenario's cores.
+pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
+    let plans: Vec<(u32, usize, Plan)> = participants
+        .iter()
+        .map(|p| (p.index, p.conference, p.plan.clone()))
+        .collect();
+    let cores = if s.cores.is_empty() {
+        vec![usize::MAX]
+    } else {
+        s.cores.clone()
+    };
+    let mut groups: Vec<Vec<Participant>> = (0..cores.len()).map(|_| Vec::new()).collect();
+    for (i, p) in participants.into_iter().enumerate() {
+        groups[i % cores.len()].push(p);
+    }
+    let live = Arc::new(Live::default());
+    let epoch = Instant::now();
+    let send_until = epoch + s.duration;
+    let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+    let mut handles = Vec::new();
+    for (group, core) in groups.into_iter().zip(cores) {
+        let pin = core_ids.iter().find(|c| c.id == core).copied();
+        let live = live.clone();
+        let sample = s.sample.max(1);
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("loadgen-{core}"))
+                .spawn(move || -> Result<WorkerResult> {
+                    if let Some(c) = pin {
+                        core_affinity::set_for_current(c);
+                    }
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, worker(group, epoch, send_until, sample, live))
+                })?,
+        );
+    }
+    // Progress while running.
+    let progress = bar(s.progress, s.duration.as_secs().max(1), "running");
+    while Instant::now() < send_until + GRACE {
+        std::thread::sleep(Duration::from_millis(250));
+        let secs = epoch.elapsed().as_secs();
+        progress.set_position(secs.min(s.duration.as_secs()));
+        progress.set_message(format!(
+            "sent {} recv {}",
+            live.sent.load(Ordering::Relaxed),
+            live.received.load(Ordering::Relaxed)
+        ));
+    }
+    progress.finish_and_clear();
+    let mut result = RunResult {
+        receivers: Vec::new(),
+        sent: HashMap::new(),
+        send_failures: 0,
+        latency: histogram(),
+        seconds: Vec::new(),
+        duration: s.duration,
+        plans,
+    };
+    for h in handles {
+        let w = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
+        result.receivers.extend(w.receivers);
+        for (ssrc, n) in w.sent {
+            *result.sent.entry(ssrc).or_default() += n;
+        }
+        result.send_failures += w.send_failures;
+        let _ = result.latency.add(&w.latency);
+        for (i, sec) in w.seconds.into_iter().enumerate() {
+            if result.seconds.len() <= i {
+                result.seconds.push(Second {
+                    received: 0,
+                    latency: histogram(),
+                });
+            }
+            result.seconds[i].received += sec.received;
+            let _ = result.seconds[i].latency.add(&sec.latency);
+        }
+    }
+    Ok(result)
+}
+
+struct WorkerResult {
+    receivers: Vec<ReceiverResult>,
+    sent: HashMap<u32, u64>,
+    send_failures: u64,
+    latency: Histogram<u64>,
+    seconds: Vec<Second>,
+}
+
+struct Shared {
+    latency: Histogram<u64>,
+    seconds: Vec<Second>,
+}
+
+struct Sender {
+    index: u32,
+    socket: Rc<tokio::net::UdpSocket>,
+    bridge: SocketAddr,
+    outbound: Context,
+    plan: Plan,
+    next_audio: Instant,
+    next_frame: Instant,
+    seq: [u64; 4],
+}
+
+async fn worker(
+    group: Vec<Participant>,
+    epoch: Instant,
+    send_until: Instant,
+    sample: u64,
+    live: Arc<Live>,
+) -> Result<WorkerResult> {
+    let shared = Rc::new(RefCell::new(Shared {
+        latency: histogram(),
+        seconds: Vec::new(),
+    }));
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    let mut sessions = Vec::new();
+    let n = group.len().max(1);
+    for (k, p) in group.into_iter().enumerate() {
+        let PeerParts {
+            socket,
+            bridge,
+            outbound,
+            inbound,
+            session,
+            ..
+        } = p.parts;
+        sessions.push(session);
+        socket.set_nonblocking(true)?;
+        let socket = Rc::new(tokio::net::UdpSocket::from_std(socket)?);
+        // Spread the peers' phases over one audio period so sends do not come in bursts.
+        let phase = Duration::from_micros((20_000 * k / n) as u64);
+        senders.push(Sender {
+            index: p.index,
+            socket: socket.clone(),
+            bridge,
+            outbound,
+            plan: p.plan,
+            next_audio: epoch + phase,
+            next_frame: epoch + phase,
+            seq: [0; 4],
+        });
+        let rx = ReceiverResult {
+            index: p.index,
+            conference: p.conference,
+            ..Default::default()
+        };
+        receivers.push(tokio::task::spawn_local(receive(
+            socket,
+            inbound,
+            rx,
+            epoch,
+            send_until + GRACE,
+            sample,
+            shared.clone(),
+            live.clone(),
+        )));
+    }
+    let (sent, send_failures) = send(&mut senders, epoch, send_until, &live).await;
+    let mut results = Vec::new();
+    for r in receivers {
+        results.push(r.await?);
+    }
+    drop(sessions);
+    let shared = Rc::try_unwrap(shared)
+        .map_err(|_| anyhow::anyhow!("receivers still running"))?
+        .into_inner();
+    Ok(WorkerResult {
+        receivers: results,
+        sent,
+        send_failures,
+        latency: shared.latency,
+        seconds: shared.seconds,
+    })
+}
+
+async fn send(
+    senders: &mut [Sender],
+    epoch: Instant,
+    until: Instant,
+    live: &Live,
+) -> (HashMap<u32, u64>, u64) {
+    let mut sent: HashMap<u32, u64> = HashMap::new();
+    let mut failures = 0u64;
+    let mut buf = vec![0u8; 2048];
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        for s in senders.iter_mut() {
+            let audio_period = Duration::from_millis(20);
+            while s.next_audio <= now {
+                let level = if s.plan.speaker { 0x80 | 20 } else { 127 };
+                let seq = s.seq[0];
+                s.seq[0] += 1;
+                let ssrc = traffic::ssrc(s.index, traffic::AUDIO);
+                let ok = transmit(
+                    s,
+                    &mut buf,
+                    traffic::PT_AUDIO,
+                    true,
+                    seq,
+                    (seq as u32).wrapping_mul(960),
+                    ssrc,
+                    level,
+                    s.plan.audio_bytes,
+                    epoch,
+                );
+                count(&mut sent, &mut failures, ssrc, ok, live);
+                s.next_audio += audio_period;
+            }
+            let frame_period = Duration::from_secs(1) / s.plan.fps;
+            while !s.plan.video_layers.is_empty() && s.next_frame <= now {
+                let ts = (s.next_frame - epoch).as_millis() as u32 * 90;
+                for li in 0..s.plan.video_layers.len() {
+                    let (stream, bytes) = s.plan.video_layers[li];
+                    let ssrc = traffic::ssrc(s.index, stream);
+                    let packets = bytes.div_ceil(traffic::MAX_VIDEO_PAYLOAD).max(1);
+                    let mut left = bytes;
+                    for k in 0..packets {
+                        let size = left.min(traffic::MAX_VIDEO_PAYLOAD);
+                        left -= size;
+                        let seq = s.seq[stream as usize];
+                        s.seq[stream as usize] += 1;
+                        let ok = transmit(
+                            s,
+                            &mut buf,
+                            traffic::PT_VIDEO,
+                            k + 1 == packets,
+                            seq,
+                            ts,
+                            ssrc,
+                            0,
+                            size,
+                            epoch,
+                        );
+                        count(&mut sent, &mut failures, ssrc, ok, live);
+                    }
+                }
+                s.next_frame += frame_period;
+            }
+        }
+    }
+    (sent, failures)
+}
+
+fn count(sent: &mut HashMap<u32, u64>, failures: &mut u64, ssrc: u32, ok: bool, live: &Live) {
+    if ok {
+        *sent.entry(ssrc).or_default() += 1;
+        live.sent.fetch_add(1, Ordering::Relaxed);
+    } else {
+        *failures += 1;
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn transmit(
+    s: &mut Sender,
+    buf: &mut [u8],
+    pt: u8,
+    marker: bool,
+    ext_seq: u64,
+    ts: u32,
+    ssrc: u32,
+    level: u8,
+    payload: usize,
+    epoch: Instant,
+) -> bool {
+    let sent_ns = epoch.elapsed().as_nanos() as u64;
+    let len = traffic::write_packet(
+        buf,
+        pt,
+        marker,
+        ext_seq as u16,
+        ts,
+        ssrc,
+        level,
+        sent_ns,
+        ext_seq,
+        payload,
+    );
+    let Ok(n) = s.outbound.protect_rtp(buf, len) else {
+        return false;
+    };
+    s.socket.try_send_to(&buf[..n], s.bridge).is_ok()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn receive(
+    socket: Rc<tokio::net::UdpSocket>,
+    mut inbound: Context,
+    mut rx: ReceiverResult,
+    epoch: Instant,
+    until: Instant,
+    sample: u64,
+    shared: Rc<RefCell<Shared>>,
+    live: Arc<Live>,
+) -> ReceiverResult {
+    let mut buf = vec![0u8; 2048];
+    let deadline = tokio::time::sleep_until(until.into());
+    tokio::pin!(deadline);
+    loop {
+        let n = tokio::select! {
+            r = socket.recv_from(&mut buf) => match r { Ok((n, _)) => n, Err(_) => continue },
+            _ = &mut deadline => break,
+        };
+        let now_ns = epoch.elapsed().as_nanos() as u64;
+        let pkt = &mut buf[..n];
+        if n < 12 || !(128..=191).contains(&pkt[0]) || viaduct_bridge::rtp::is_rtcp(pkt) {
+            rx.other += 1;
+            continue;
+        }
+        let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
+        live.received.fetch_add(1, Ordering::Relaxed);
+        let stream = rx.streams.entry(ssrc).or_default();
+        stream.received += 1;
+        if let Some(sent_ns) = traffic::send_time(pkt) {
+            let transit = now_ns as i64 - sent_ns as i64;
+            if let Some(last) = stream.last_transit {
+                let d = (transit - last).unsigned_abs() as f64;
+                stream.jitter_ns += (d - stream.jitter_ns) / 16.0;
+            }
+            stream.last_transit = Some(transit);
+            let us = (transit.max(1) as u64 / 1000).clamp(1, MAX_LATENCY_US);
+            let mut sh = shared.borrow_mut();
+            let _ = sh.latency.record(us);
+            let second = (now_ns / 1_000_000_000) as usize;
+            while sh.seconds.len() <= second {
+                sh.seconds.push(Second {
+                    received: 0,
+                    latency: histogram(),
+                });
+            }
+            sh.seconds[second].received += 1;
+            let _ = sh.seconds[second].latency.record(us);
+        }
+        if stream.received <= ALWAYS_CHECK_FIRST || stream.received % sample == 0 {
+            rx.checked += 1;
+            match inbound.unprotect_rtp(pkt) {
+                Ok(len) => {
+                    if !traffic::payload_ok(&pkt[..len]) {
+                        rx.payload_mismatches += 1;
+                    }
+                }
+                Err(SrtpError::Replayed) => rx.replays += 1,
+                Err(_) => rx.auth_failures += 1,
+            }
+        }
+    }
+    rx
+}
