@@ -491,12 +491,11 @@ fn load(flags: &Flags) -> Result<()> {
         }
         // Send everything due (bounded by what is due now: a stream sends at most a
         // second's worth per turn if the loop ever fell behind).
-        let mut next_due = hard_stop;
         if now < window {
             for s in streams.iter_mut() {
                 let mut burst = 0;
                 while s.next <= now && s.next < window && burst < 100_000 {
-                    let micros = s.next.as_micros() as u64;
+                    let micros = t0.elapsed().as_micros() as u64;
                     let n = write_packet(&mut buf, s, micros);
                     match sockets[s.socket].send_to(&buf[..n], target) {
                         Ok(_) => c.sent += 1,
@@ -505,9 +504,6 @@ fn load(flags: &Flags) -> Result<()> {
                     s.seq = s.seq.wrapping_add(1);
                     s.next += s.interval;
                     burst += 1;
-                }
-                if s.next < next_due {
-                    next_due = s.next;
                 }
             }
         }
@@ -550,7 +546,7 @@ fn load(flags: &Flags) -> Result<()> {
         let turn_end = turn_start + TURN;
         let now = t0.elapsed();
         if !backlog && turn_end > now {
-            std::thread::sleep((turn_end - now).min(next_due.saturating_sub(now).max(TURN / 4)));
+            std::thread::sleep(turn_end - now);
         }
     }
     let refl_cpu = match (reflector_pid, refl_cpu0) {

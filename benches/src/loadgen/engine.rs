@@ -359,6 +359,10 @@ async fn worker(
             ..
         } = p.parts;
         sessions.push(session);
+        // Room for bursts while this thread serves other peers (best effort).
+        let sock = socket2::SockRef::from(&socket);
+        let _ = sock.set_recv_buffer_size(4 << 20);
+        let _ = sock.set_send_buffer_size(1 << 20);
         socket.set_nonblocking(true)?;
         let socket = Rc::new(tokio::net::UdpSocket::from_std(socket)?);
         // Spread the peers' phases over one audio period so sends do not come in bursts.

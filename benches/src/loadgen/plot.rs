@@ -1,6 +1,6 @@
 //! Plots of a run (throughput and p99 latency over time) and of a capacity search
-//! (loss and p99 against participants), as SVG, or as PNG when a TrueType font
-//! (DejaVu Sans, Debian's fonts-dejavu-core) is installed to draw the labels with.
+//! (loss and p99 against participants), as SVG or PNG. Labels are laid out with DejaVu
+//! Sans (Debian's fonts-dejavu-core), loaded at run time.
 
 use std::path::Path;
 
@@ -23,7 +23,7 @@ fn register_font() -> Result<()> {
             .iter()
             .find_map(|p| std::fs::read(p).ok())
             .ok_or_else(|| {
-                "PNG plots need DejaVu Sans (apt-get install fonts-dejavu-core); or use .svg"
+                "plots need the DejaVu Sans font to lay out labels: apt-get install fonts-dejavu-core"
                     .to_owned()
             })?;
         let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
@@ -41,6 +41,7 @@ fn draw(
 ) -> Result<()> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("svg") => {
+            register_font()?;
             let root = SVGBackend::new(path, (900, 700)).into_drawing_area();
             f(&root)?;
             root.present().map_err(|e| anyhow!("{e}"))
