@@ -351,6 +351,32 @@ fn write_packet(buf: &mut [u8], s: &Stream, micros: u64) -> usize {
     n
 }
 
+/// `n` non-blocking sockets on 127.0.0.1 with 4 MiB buffers ([`io::bind_udp`]), each on a
+/// port of its own. `bind_udp` sets SO_REUSEADDR, with which the kernel may hand out an
+/// ephemeral port that another SO_REUSEADDR socket (an earlier participant, or the
+/// reflector itself) already has; two participants on one port would share its datagrams,
+/// so such sockets are set aside until every participant has a port of its own.
+fn participant_sockets(n: usize, target: SocketAddr) -> Result<Vec<UdpSocket>> {
+    let mut ports = std::collections::HashSet::from([target.port()]);
+    let mut sockets = Vec::with_capacity(n);
+    let mut set_aside = Vec::new();
+    for _ in 0..(4 * n + 16) {
+        if sockets.len() == n {
+            return Ok(sockets);
+        }
+        let socket = io::bind_udp("127.0.0.1:0".parse()?, 4 << 20)?;
+        if ports.insert(socket.local_addr()?.port()) {
+            sockets.push(socket);
+        } else {
+            set_aside.push(socket);
+        }
+    }
+    if sockets.len() == n {
+        return Ok(sockets);
+    }
+    bail!("could not bind {n} UDP sockets on distinct ports");
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -396,7 +422,7 @@ fn load(flags: &Flags) -> Result<()> {
     if !target.ip().is_loopback() {
         bail!("--target must be a loopback address");
     }
-    if participants < 2 || participants > 4096 || conferences == 0 || conferences > 65535 {
+    if !(2..=4096).contains(&participants) || !(1..=65535).contains(&conferences) {
         bail!("need 2..=4096 participants and 1..=65535 conferences");
     }
     if conferences * participants > MAX_PARTICIPANTS_TOTAL {
@@ -415,12 +441,9 @@ fn load(flags: &Flags) -> Result<()> {
     }
     pin(core)?;
 
-    // One socket per participant: large buffers, non-blocking.
+    // One socket per participant: large buffers, non-blocking, each on its own port.
     let total = conferences * participants;
-    let mut sockets: Vec<UdpSocket> = Vec::with_capacity(total);
-    for _ in 0..total {
-        sockets.push(io::bind_udp("127.0.0.1:0".parse()?, 4 << 20)?);
-    }
+    let sockets = participant_sockets(total, target)?;
     let mut streams = Vec::new();
     for conf in 0..conferences {
         for p in 0..participants {
@@ -489,8 +512,8 @@ fn load(flags: &Flags) -> Result<()> {
         if now >= hard_stop {
             break;
         }
-        // Send everything due (bounded by what is due now: a stream sends at most a
-        // second's worth per turn if the loop ever fell behind).
+        // Send everything due (at most 100k datagrams per stream and turn, should the loop
+        // ever fall far behind).
         if now < window {
             for s in streams.iter_mut() {
                 let mut burst = 0;

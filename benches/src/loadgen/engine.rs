@@ -575,7 +575,7 @@ async fn receive(
             sh.seconds[second].received += 1;
             let _ = sh.seconds[second].latency.record(us);
         }
-        if stream.received <= ALWAYS_CHECK_FIRST || stream.received % sample == 0 {
+        if stream.received <= ALWAYS_CHECK_FIRST || stream.received.is_multiple_of(sample) {
             rx.checked += 1;
             match inbound.unprotect_rtp(pkt) {
                 Ok(len) => {

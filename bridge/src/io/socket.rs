@@ -1,5 +1,6 @@
-//! Binding a worker's UDP socket: reuse-address, large kernel buffers, non-blocking, and
-//! dual-stack for IPv6 so that `[::]` serves IPv4 too.
+//! Binding a worker's UDP socket: large kernel buffers, non-blocking, and dual-stack for
+//! IPv6 so that `[::]` serves IPv4 too. No SO_REUSEADDR: for UDP it would let a second
+//! bridge (or an ephemeral bind) share the port and steal its packets.
 #![allow(unsafe_code)]
 
 use std::net::{SocketAddr, UdpSocket};
@@ -9,16 +10,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::context;
 
-/// Bind a worker's UDP socket: socket2, SO_REUSEADDR, large SO_RCVBUF/SO_SNDBUF
+/// Bind a worker's UDP socket: socket2, large SO_RCVBUF/SO_SNDBUF
 /// (`buffer_bytes`; the *FORCE variants first, which bypass `net.core.[rw]mem_max` when
 /// privileged, falling back silently to the plain ones), non-blocking; for an IPv6 address
 /// IPV6_V6ONLY=false so `[::]` serves IPv4 too.
 pub fn bind_udp(addr: SocketAddr, buffer_bytes: usize) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| context(e, format_args!("create UDP socket for {addr}")))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(|e| context(e, format_args!("SO_REUSEADDR on {addr}")))?;
     if addr.is_ipv6() {
         socket
             .set_only_v6(false)
@@ -73,7 +71,9 @@ mod tests {
         assert_ne!(local.port(), 0);
         let s2 = Socket::from(s);
         assert!(s2.nonblocking().unwrap());
-        assert!(s2.reuse_address().unwrap());
+        assert!(!s2.reuse_address().unwrap());
+        // A second bind of the same port fails instead of sharing it.
+        assert!(bind_udp(local, 0).is_err());
         // Either the FORCE variant or the clamped plain one: never below the default.
         assert!(s2.recv_buffer_size().unwrap() > 0);
     }

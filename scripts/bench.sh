@@ -1,0 +1,372 @@
+#!/usr/bin/env bash
+# scripts/bench.sh — Viaduct's end-to-end benchmark, run by hand (not in CI).
+#
+# On the standard scenario (10-person conferences; each participant sends audio at
+# 50 pps of ~120 B and video at ~1.5 Mbps, 150 pps of ~1200 B; everyone receives
+# everyone), with the bridge (or the reflector) pinned to core 0 and the load generator
+# pinned to core 1, it measures in one run:
+#   (a) the raw loopback limit: `udp-reflector serve` (mmsg, no crypto, same batching as
+#       the bridge) + `udp-reflector load`, one more conference per step until loss
+#       reaches 0.1% or p99 latency 5 ms (a queue building up: the bounds
+#       viaduct-loadgen's capacity search uses) or the forwarded rate stops growing;
+#       a failing step is re-run once, as one VM hiccup should not end the search;
+#   (b) viaduct-bridge with the mmsg backend, (c) with the io_uring backend, each driven
+#       by `viaduct-loadgen --find-capacity`;
+# prints a table (forwarded pps per bridge core, participants per core at < 0.1% loss,
+# p99 added latency, and the ratios (b)/(a), (c)/(a), (c)/(b)) and appends it, with the
+# machine's description, to BENCHMARKS.md.
+#
+# Usage: scripts/bench.sh [--no-build] [--no-append] [--only raw|viaduct]
+# Environment (all optional):
+#   BENCH_STEP_SECONDS=5      length of each raw-limit step
+#   BENCH_P99_MS=5            p99 bound of a raw-limit step (viaduct-loadgen's default)
+#   BENCH_RAW_MAX=30          most conferences tried in (a)
+#   BENCH_LOADGEN_DURATION=5  --duration given to viaduct-loadgen
+#   BENCH_LOADGEN_TIMEOUT=270 seconds before a viaduct-loadgen run is killed
+#   BENCH_OUT=BENCHMARKS.md   where results are appended
+#   BENCH_FAKE_LOADGEN=FILE   test aid: use FILE as viaduct-loadgen's JSON report for
+#                             (b) and (c) instead of running the bridge and loadgen
+#
+# Loopback only. Everything it starts is stopped by PID on exit; every wait is bounded,
+# and the whole run takes about 10 minutes (plus the build) on a 2-core VM.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+BUILD=1
+APPEND=1
+ONLY=all
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --no-build) BUILD=0 ;;
+        --no-append) APPEND=0 ;;
+        --only) shift; ONLY=${1:-}; [ "$ONLY" = raw ] || [ "$ONLY" = viaduct ] || {
+            echo "--only takes raw or viaduct" >&2; exit 2; } ;;
+        -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
+        *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+STEP_SECONDS=${BENCH_STEP_SECONDS:-5}
+RAW_MAX=${BENCH_RAW_MAX:-30}
+LG_DURATION=${BENCH_LOADGEN_DURATION:-5}
+LG_TIMEOUT=${BENCH_LOADGEN_TIMEOUT:-270}
+OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
+FAKE=${BENCH_FAKE_LOADGEN:-}
+PARTICIPANTS=10
+LOSS_LIMIT=0.001                    # the bounds a step must stay within, as
+P99_LIMIT_MS=${BENCH_P99_MS:-5}     # viaduct-loadgen's defaults (--loss-bound, --p99-bound-ms)
+RAW_DEADLINE=300 # seconds: the raw-limit search stops stepping after this
+BRIDGE_CORE=0
+LOAD_CORE=1
+
+REL=$ROOT/target/release
+REFLECTOR=$REL/udp-reflector
+BRIDGE=$REL/viaduct-bridge
+LOADGEN=$REL/viaduct-loadgen
+
+DIR=$(mktemp -d "${TMPDIR:-/tmp}/viaduct-bench.XXXXXX")
+STARTED=() # PIDs of what this script started
+
+stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 5 s; only our own children
+    local pid=$1 i keep=()
+    if kill -TERM "$pid" 2>/dev/null; then
+        for i in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    # Forget it, so that cleanup never signals a PID the system has reused.
+    for i in "${STARTED[@]+"${STARTED[@]}"}"; do [ "$i" = "$pid" ] || keep+=("$i"); done
+    STARTED=("${keep[@]+"${keep[@]}"}")
+}
+cleanup() {
+    local pid
+    for pid in "${STARTED[@]+"${STARTED[@]}"}"; do stop_pid "$pid"; done
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+trap 'echo "interrupted" >&2; exit 130' INT TERM
+
+log() { echo "bench: $*" >&2; }
+jget() { # jget FILE EXPR: a value from a JSON file (EXPR over d), "" when absent
+    python3 - "$1" "$2" <<'EOF'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+    v = eval(sys.argv[2], {}, {"d": d})
+except Exception:
+    v = None
+print("" if v is None else v)
+EOF
+}
+
+if [ "$(nproc)" -lt 2 ]; then
+    log "needs at least 2 cores (bridge on core $BRIDGE_CORE, load on core $LOAD_CORE)"
+    exit 1
+fi
+LOADAVG=$(cut -d' ' -f1 /proc/loadavg)
+if python3 -c "import sys; sys.exit(0 if float('$LOADAVG') > 0.5 else 1)"; then
+    log "warning: load average is $LOADAVG: other work on this machine will skew the figures"
+fi
+
+if [ "$BUILD" = 1 ]; then
+    log "building (release)"
+    cargo build --release --locked -p viaduct-bridge -p viaduct-benches >&2
+fi
+
+# ---------------------------------------------------------------------------------------
+# (a) the raw loopback limit
+
+start_reflector() { # start_reflector BACKEND OUTFILE: sets REFL_PID and REFL_ADDR
+    local err=$DIR/reflector.err i
+    : >"$err"
+    "$REFLECTOR" serve --bind 127.0.0.1:0 --io-backend "$1" --core "$BRIDGE_CORE" \
+        --seconds $((STEP_SECONDS + 60)) >"$2" 2>"$err" &
+    REFL_PID=$!
+    STARTED+=("$REFL_PID")
+    REFL_ADDR=
+    for i in $(seq 100); do
+        REFL_ADDR=$(sed -n 's/^udp-reflector: serving on \([0-9.:]*\) .*/\1/p' "$err")
+        [ -n "$REFL_ADDR" ] && return 0
+        kill -0 "$REFL_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    log "the reflector did not start: $(cat "$err")"
+    return 1
+}
+
+raw_step() { # raw_step CONFERENCES OUTFILE
+    local refl_out=$DIR/reflector-$1.json
+    start_reflector mmsg "$refl_out"
+    timeout $((STEP_SECONDS + 30)) "$REFLECTOR" load --target "$REFL_ADDR" \
+        --conferences "$1" --participants "$PARTICIPANTS" \
+        --audio-pps 50 --audio-bytes 120 --video-pps 150 --video-bytes 1200 \
+        --seconds "$STEP_SECONDS" --core "$LOAD_CORE" --reflector-pid "$REFL_PID" >"$2" ||
+        log "  udp-reflector load failed (exit $?)"
+    stop_pid "$REFL_PID"
+}
+
+judge() { # judge FILE BEST_PPS: pass (within the bounds and growing), flat (no growth) or fail
+    python3 - "$1" "$LOSS_LIMIT" "$2" "$P99_LIMIT_MS" <<'EOF'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+    limit, best, p99 = float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+    ok = d["loss_ratio"] < limit and d["latency_ms"]["p99"] < p99 and d["send_failures"] == 0
+    print("pass" if ok and d["forwarded_pps"] > best * 1.01 else ("flat" if ok else "fail"))
+except Exception:
+    print("error")
+EOF
+}
+
+if [ "$ONLY" != viaduct ]; then
+    log "(a) raw loopback limit: udp-reflector (mmsg) on core $BRIDGE_CORE, load on core $LOAD_CORE, $STEP_SECONDS s per step"
+    raw_begin=$(date +%s)
+    best_pps=0
+    for conf in $(seq 1 "$RAW_MAX"); do
+        out=$DIR/raw-$conf.json
+        raw_step "$conf" "$out"
+        verdict=$(judge "$out" "$best_pps")
+        if [ "$verdict" != pass ]; then
+            # One retry: a single noisy step on a shared VM should not end the search.
+            log "  $conf conference(s): $verdict, retrying once"
+            raw_step "$conf" "$out"
+            verdict=$(judge "$out" "$best_pps")
+        fi
+        echo "$verdict" >"$DIR/raw-$conf.verdict"
+        python3 - "$out" "$verdict" >&2 <<'EOF' || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+print("bench:   %3d participants: forwarded %8.0f pps, loss %.4f%%, p99 %7.2f ms, reflector CPU %3.0f%%, load CPU %3.0f%%  %s" % (
+    d["participants"], d["forwarded_pps"], 100 * d["loss_ratio"], d["latency_ms"]["p99"],
+    100 * (d["reflector_cpu_share"] or 0), 100 * d["load_cpu_share"], sys.argv[2]))
+EOF
+        [ "$verdict" = pass ] || break
+        best_pps=$(jget "$out" 'd["forwarded_pps"]')
+        if [ $(($(date +%s) - raw_begin)) -gt "$RAW_DEADLINE" ]; then
+            log "  the raw-limit search reached its time limit"
+            break
+        fi
+    done
+fi
+
+# ---------------------------------------------------------------------------------------
+# (b), (c) Viaduct
+
+viaduct_run() { # viaduct_run BACKEND OUTFILE
+    local backend=$1 out=$2 sock=$DIR/bridge.sock i pid
+    if [ -n "$FAKE" ]; then
+        log "($backend) using $FAKE instead of a run (BENCH_FAKE_LOADGEN)"
+        cp "$FAKE" "$out"
+        return 0
+    fi
+    [ -x "$LOADGEN" ] || { log "no $LOADGEN: skipping $backend"; return 1; }
+    rm -f "$sock"
+    "$BRIDGE" --cores "$BRIDGE_CORE-$BRIDGE_CORE" --bind 127.0.0.1 --port-base 0 \
+        --io-backend "$backend" --socket "$sock" --log warn \
+        >"$DIR/bridge-$backend.log" 2>&1 &
+    pid=$!
+    STARTED+=("$pid")
+    for i in $(seq 200); do
+        [ -S "$sock" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ ! -S "$sock" ]; then
+        log "viaduct-bridge ($backend) did not start: $(tail -5 "$DIR/bridge-$backend.log")"
+        stop_pid "$pid"
+        return 1
+    fi
+    log "($backend) viaduct-bridge pid $pid on core $BRIDGE_CORE; viaduct-loadgen --find-capacity on core $LOAD_CORE"
+    local rc=0
+    timeout "$LG_TIMEOUT" "$LOADGEN" --bridge-socket "$sock" --bridge-pid "$pid" \
+        --cores "$LOAD_CORE" --participants "$PARTICIPANTS" --video-kbps 1500 \
+        --find-capacity --duration "$LG_DURATION" --json "$out" >"$DIR/loadgen-$backend.log" 2>&1 || rc=$?
+    stop_pid "$pid"
+    if [ "$rc" != 0 ] || [ ! -s "$out" ]; then
+        log "viaduct-loadgen ($backend) failed (exit $rc): $(tail -5 "$DIR/loadgen-$backend.log")"
+        return 1
+    fi
+}
+
+if [ "$ONLY" != raw ]; then
+    log "(b) Viaduct, mmsg backend"
+    viaduct_run mmsg "$DIR/viaduct-mmsg.json" || rm -f "$DIR/viaduct-mmsg.json"
+    log "(c) Viaduct, io_uring backend"
+    viaduct_run uring "$DIR/viaduct-uring.json" || rm -f "$DIR/viaduct-uring.json"
+fi
+
+# ---------------------------------------------------------------------------------------
+# The table
+
+MACHINE="$(nproc) vCPU, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), Linux $(uname -r)"
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if ! git diff --quiet HEAD 2>/dev/null; then COMMIT="$COMMIT+dirty"; fi
+
+python3 - "$DIR" "$PARTICIPANTS" "$P99_LIMIT_MS" "$MACHINE" "$DATE" "$COMMIT" "$LOADAVG" \
+    "$STEP_SECONDS" "$LG_DURATION" >"$DIR/report.md" <<'EOF'
+import glob, json, os, sys
+
+dirname, per_conf, p99_limit, machine, date, commit, loadavg, step_s, lg_s = sys.argv[1:]
+per_conf = int(per_conf)
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+# (a): every step, and the best passing one.
+steps = []
+for path in glob.glob(os.path.join(dirname, "raw-*.json")):
+    d = load(path)
+    if d is None:
+        continue
+    verdict_path = path[:-5] + ".verdict"
+    verdict = open(verdict_path).read().strip() if os.path.exists(verdict_path) else "?"
+    steps.append((d["conferences"], d, verdict))
+steps.sort(key=lambda s: s[0])
+raw = None
+passing = [d for _, d, v in steps if v in ("pass", "flat")]
+if passing:
+    best = max(passing, key=lambda d: d["forwarded_pps"])
+    raw = {
+        "pps": best["forwarded_pps"],
+        "participants": best["participants"],
+        "p99": best["latency_ms"]["p99"],
+        "cpu": best.get("reflector_cpu_share"),
+        "note": "%d conferences; load side %.0f%% CPU" % (best["conferences"], 100 * best["load_cpu_share"]),
+    }
+    if steps[-1][2] == "pass":
+        raw["note"] += "; the search stopped before any loss: a lower bound"
+
+def viaduct(path):
+    d = load(path)
+    if d is None:
+        return None
+    cap = d.get("capacity") or {}
+    # The bridge runs one worker (--cores 0-0): per-core figures are the totals.
+    pps = cap.get("forwarded_pps", d.get("forwarded_pps"))
+    parts = cap.get("participants_per_core", cap.get("participants"))
+    dur = d.get("duration_s") or 0
+    cpu = d.get("bridge_cpu_seconds")
+    return {
+        "pps": pps,
+        "participants": parts,
+        "p99": cap.get("p99_ms", (d.get("latency_ms") or {}).get("p99")),
+        "cpu": (cpu / dur) if cpu is not None and dur else None,
+        "note": "%s auth failures, %s payload mismatches" % (d.get("auth_failures", "?"), d.get("payload_mismatches", "?")),
+        "trials": cap.get("trials") or [],
+    }
+
+mmsg = viaduct(os.path.join(dirname, "viaduct-mmsg.json"))
+uring = viaduct(os.path.join(dirname, "viaduct-uring.json"))
+
+def num(v, fmt):
+    return "n/a" if v is None else fmt % v
+
+def ratio(x, y, key):
+    if not x or not y or not x.get(key) or not y.get(key):
+        return "n/a"
+    return "%.2f" % (x[key] / y[key])
+
+out = []
+out.append("## %s — %s" % (date, machine))
+out.append("")
+out.append("Commit %s; load average before the run %s; raw steps of %s s within < 0.1%% loss and p99 < %s ms; `viaduct-loadgen --find-capacity --duration %s`." % (commit, loadavg, step_s, p99_limit, lg_s))
+out.append("")
+out.append("| row | forwarded pps per bridge core | participants per core at < 0.1% loss | p99 added latency (ms) | bridge core busy at that load | notes |")
+out.append("|---|---|---|---|---|---|")
+for name, r in [("(a) raw loopback limit (udp-reflector, mmsg)", raw),
+                ("(b) Viaduct, mmsg", mmsg),
+                ("(c) Viaduct, io_uring", uring)]:
+    if r is None:
+        out.append("| %s | not measured | | | | |" % name)
+        continue
+    out.append("| %s | %s | %s | %s | %s | %s |" % (
+        name, num(r["pps"], "%.0f"), num(r["participants"], "%g"), num(r["p99"], "%.2f"),
+        num(None if r["cpu"] is None else 100 * r["cpu"], "%.0f%%"), r["note"]))
+out.append("")
+out.append("| ratio | forwarded pps | participants |")
+out.append("|---|---|---|")
+for name, x, y in [("(b)/(a) Viaduct mmsg vs raw", mmsg, raw),
+                   ("(c)/(a) Viaduct io_uring vs raw", uring, raw),
+                   ("(c)/(b) io_uring vs mmsg", uring, mmsg)]:
+    out.append("| %s | %s | %s |" % (name, ratio(x, y, "pps"), ratio(x, y, "participants")))
+out.append("")
+if steps:
+    out.append("Raw-limit steps (participants: forwarded pps, loss, p99 ms, reflector CPU, load CPU):")
+    out.append("")
+    for conf, d, verdict in steps:
+        out.append("- %d: %.0f pps, %.3f%% loss, p99 %.2f ms, reflector %.0f%%, load %.0f%% (%s)" % (
+            d["participants"], d["forwarded_pps"], 100 * d["loss_ratio"], d["latency_ms"]["p99"],
+            100 * (d.get("reflector_cpu_share") or 0), 100 * d["load_cpu_share"], verdict))
+    out.append("")
+for name, r in [("mmsg", mmsg), ("io_uring", uring)]:
+    if r and r["trials"]:
+        out.append("Viaduct %s trials (participants: forwarded pps, loss, p99 ms):" % name)
+        out.append("")
+        for t in r["trials"]:
+            out.append("- %s: %s pps, %s loss, p99 %s ms (%s)" % (
+                t.get("participants"), num(t.get("forwarded_pps"), "%.0f"),
+                num(None if t.get("loss_ratio") is None else 100 * t["loss_ratio"], "%.3f%%"),
+                num(t.get("p99_ms"), "%.2f"), "pass" if t.get("pass") else "fail"))
+        out.append("")
+print("\n".join(out))
+EOF
+
+echo
+cat "$DIR/report.md"
+if [ "$APPEND" = 1 ]; then
+    if [ ! -f "$OUT" ]; then
+        printf '# Viaduct benchmarks\n\nResults of `scripts/bench.sh`, newest last.\n\n' >"$OUT"
+    fi
+    { echo; cat "$DIR/report.md"; } >>"$OUT"
+    log "appended to $OUT"
+fi
