@@ -242,6 +242,10 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
     }
     let live = Arc::new(Live::default());
     let epoch = Instant::now();
+    let epoch_unix_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
     let send_until = epoch + s.duration;
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
@@ -260,7 +264,10 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
                         .enable_all()
                         .build()?;
                     let local = tokio::task::LocalSet::new();
-                    local.block_on(&rt, worker(group, epoch, send_until, sample, live))
+                    local.block_on(
+                        &rt,
+                        worker(group, epoch, epoch_unix_ns, send_until, sample, live),
+                    )
                 })?,
         );
     }
@@ -337,6 +344,7 @@ struct Sender {
 async fn worker(
     group: Vec<Participant>,
     epoch: Instant,
+    epoch_unix_ns: u64,
     send_until: Instant,
     sample: u64,
     live: Arc<Live>,
@@ -387,6 +395,7 @@ async fn worker(
             inbound,
             rx,
             epoch,
+            epoch_unix_ns,
             send_until + GRACE,
             sample,
             shared.clone(),
@@ -532,24 +541,63 @@ async fn receive(
     mut inbound: Context,
     mut rx: ReceiverResult,
     epoch: Instant,
+    epoch_unix_ns: u64,
     until: Instant,
     sample: u64,
     shared: Rc<RefCell<Shared>>,
     live: Arc<Live>,
 ) -> ReceiverResult {
-    let mut buf = vec![0u8; 2048];
+    let mut rxbuf = super::rx_time::RxBuf::default();
+    let stamped = super::rx_time::enable(&*socket);
     let deadline = tokio::time::sleep_until(until.into());
     tokio::pin!(deadline);
     loop {
-        let n = tokio::select! {
-            r = socket.recv_from(&mut buf) => match r { Ok((n, _)) => n, Err(_) => continue },
+        tokio::select! {
+            r = socket.readable() => if r.is_err() { break },
             _ = &mut deadline => break,
-        };
-        let now_ns = epoch.elapsed().as_nanos() as u64;
-        let pkt = &mut buf[..n];
+        }
+        // Drain what is there; the kernel's arrival stamp times each datagram.
+        loop {
+            let got = socket.try_io(tokio::io::Interest::READABLE, || {
+                rxbuf
+                    .recv(socket2::SockRef::from(&*socket))
+                    .map(|(d, t)| (d.len(), t))
+            });
+            let Ok((n, stamp)) = got else { break };
+            let pkt = rxbuf.data_mut(n);
+            let arrival_ns = match stamp.filter(|_| stamped) {
+                Some(t) => t.saturating_sub(epoch_unix_ns),
+                None => epoch.elapsed().as_nanos() as u64,
+            };
+            on_packet(
+                pkt,
+                arrival_ns,
+                &mut inbound,
+                &mut rx,
+                sample,
+                &shared,
+                &live,
+            );
+        }
+    }
+    rx
+}
+
+#[allow(clippy::too_many_arguments)]
+fn on_packet(
+    pkt: &mut [u8],
+    now_ns: u64,
+    inbound: &mut Context,
+    rx: &mut ReceiverResult,
+    sample: u64,
+    shared: &Rc<RefCell<Shared>>,
+    live: &Live,
+) {
+    let n = pkt.len();
+    {
         if n < 12 || !(128..=191).contains(&pkt[0]) || viaduct_bridge::rtp::is_rtcp(pkt) {
             rx.other += 1;
-            continue;
+            return;
         }
         let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
         live.received.fetch_add(1, Ordering::Relaxed);
@@ -588,5 +636,4 @@ async fn receive(
             }
         }
     }
-    rx
 }

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod focus;
 pub mod plot;
 pub mod report;
+pub mod rx_time;
 pub mod traffic;
 
 /// User + system CPU seconds of process `pid` (or `self`), from `/proc/<pid>/stat`.

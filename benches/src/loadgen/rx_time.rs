@@ -1,0 +1,135 @@
+//! Receiving with the kernel's arrival timestamp (SO_TIMESTAMPNS), so that a packet's
+//! one-way latency is measured to the moment it reached the peer's socket, not to the
+//! moment the load generator's thread got round to it: the load generator's own
+//! queueing must not count against the bridge. The load generator's one I/O backend.
+#![allow(unsafe_code)]
+
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
+
+use socket2::{MaybeUninitSlice, MsgHdrMut, SockRef};
+
+/// Control-message room for one `struct timespec` timestamp.
+const CONTROL_LEN: usize = 64;
+
+/// Asks the kernel to stamp every datagram `socket` receives (best effort).
+pub fn enable(socket: &impl AsRawFd) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: `on` outlives the call and its size is passed; the fd is open (borrowed
+    // from a live socket).
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
+
+/// A receive buffer and its control buffer, allocated once per peer.
+pub struct RxBuf {
+    data: Vec<MaybeUninit<u8>>,
+    control: Vec<MaybeUninit<u8>>,
+}
+
+impl Default for RxBuf {
+    fn default() -> Self {
+        Self {
+            data: vec![MaybeUninit::new(0); 2048],
+            control: vec![MaybeUninit::new(0); CONTROL_LEN],
+        }
+    }
+}
+
+impl RxBuf {
+    /// One non-blocking `recvmsg`: the datagram (as a mutable slice of the buffer) and
+    /// its arrival time in nanoseconds since the Unix epoch, if the kernel stamped it.
+    pub fn recv<'a>(
+        &'a mut self,
+        socket: SockRef<'_>,
+    ) -> std::io::Result<(&'a mut [u8], Option<u64>)> {
+        let (n, control_len) = {
+            let mut bufs = [MaybeUninitSlice::new(&mut self.data)];
+            let mut msg = MsgHdrMut::new()
+                .with_buffers(&mut bufs)
+                .with_control(&mut self.control);
+            let n = socket.recvmsg(&mut msg, libc::MSG_DONTWAIT)?;
+            (n, msg.control_len())
+        };
+        // SAFETY: every element of both buffers was initialised (`MaybeUninit::new(0)`)
+        // when they were allocated and the kernel only ever writes bytes into them, so
+        // viewing them as `u8` is sound.
+        let data: &mut [u8] =
+            unsafe { &mut *(self.data.as_mut_slice() as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        // SAFETY: as above.
+        let control: &[u8] =
+            unsafe { &*(self.control.as_slice() as *const [MaybeUninit<u8>] as *const [u8]) };
+        let stamp = timestamp(&control[..control_len.min(control.len())]);
+        Ok((&mut data[..n.min(2048)], stamp))
+    }
+}
+
+impl RxBuf {
+    /// The first `n` bytes of the data buffer (what the last [`RxBuf::recv`] wrote).
+    pub fn data_mut(&mut self, n: usize) -> &mut [u8] {
+        let n = n.min(self.data.len());
+        // SAFETY: every element was initialised at allocation (`MaybeUninit::new(0)`)
+        // and the kernel only writes bytes, so viewing them as `u8` is sound.
+        let data: &mut [u8] =
+            unsafe { &mut *(self.data.as_mut_slice() as *mut [MaybeUninit<u8>] as *mut [u8]) };
+        &mut data[..n]
+    }
+}
+
+/// The SCM_TIMESTAMPNS `timespec` in a control buffer, as nanoseconds.
+fn timestamp(mut control: &[u8]) -> Option<u64> {
+    // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; } then data,
+    // each message aligned to size_t.
+    const HDR: usize = std::mem::size_of::<usize>() + 8;
+    while control.len() >= HDR {
+        let len = usize::from_ne_bytes(control[..8].try_into().ok()?);
+        let level = i32::from_ne_bytes(control[8..12].try_into().ok()?);
+        let typ = i32::from_ne_bytes(control[12..16].try_into().ok()?);
+        if len < HDR || len > control.len() {
+            return None;
+        }
+        if level == libc::SOL_SOCKET && typ == libc::SCM_TIMESTAMPNS && len >= HDR + 16 {
+            let sec = i64::from_ne_bytes(control[HDR..HDR + 8].try_into().ok()?);
+            let nsec = i64::from_ne_bytes(control[HDR + 8..HDR + 16].try_into().ok()?);
+            return Some((sec as u64) * 1_000_000_000 + nsec as u64);
+        }
+        let step = len.div_ceil(8) * 8;
+        control = control.get(step..)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrival_is_stamped() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(enable(&b));
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        a.send_to(b"hello", b.local_addr().unwrap()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut rx = RxBuf::default();
+        let (data, stamp) = rx.recv(SockRef::from(&b)).unwrap();
+        assert_eq!(data, b"hello");
+        let stamp = stamp.expect("kernel timestamp");
+        assert!(stamp >= before && stamp < before + 1_000_000_000);
+        assert!(
+            rx.recv(SockRef::from(&b)).is_err(),
+            "non-blocking when empty"
+        );
+    }
+}
