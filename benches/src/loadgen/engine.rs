@@ -266,7 +266,15 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
                     let local = tokio::task::LocalSet::new();
                     local.block_on(
                         &rt,
-                        worker(group, epoch, epoch_unix_ns, send_until, sample, live),
+                        worker(
+                            group,
+                            pin.map(|c| c.id),
+                            epoch,
+                            epoch_unix_ns,
+                            send_until,
+                            sample,
+                            live,
+                        ),
                     )
                 })?,
         );
@@ -332,7 +340,7 @@ struct Shared {
 
 struct Sender {
     index: u32,
-    socket: Rc<tokio::net::UdpSocket>,
+    socket: std::net::UdpSocket,
     bridge: SocketAddr,
     outbound: Context,
     plan: Plan,
@@ -341,8 +349,10 @@ struct Sender {
     seq: [u64; 4],
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     group: Vec<Participant>,
+    core: Option<usize>,
     epoch: Instant,
     epoch_unix_ns: u64,
     send_until: Instant,
@@ -372,12 +382,13 @@ async fn worker(
         let _ = sock.set_recv_buffer_size(4 << 20);
         let _ = sock.set_send_buffer_size(1 << 20);
         socket.set_nonblocking(true)?;
+        let send_socket = socket.try_clone()?;
         let socket = Rc::new(tokio::net::UdpSocket::from_std(socket)?);
         // Spread the peers' phases over one audio period so sends do not come in bursts.
         let phase = Duration::from_micros((20_000 * k / n) as u64);
         senders.push(Sender {
             index: p.index,
-            socket: socket.clone(),
+            socket: send_socket,
             bridge,
             outbound,
             plan: p.plan,
@@ -402,11 +413,28 @@ async fn worker(
             live.clone(),
         )));
     }
-    let (sent, send_failures) = send(&mut senders, epoch, send_until, &live).await;
+    // Sending runs on its own thread (pinned like this one), so that a burst of
+    // receiving does not hold sends back and turn them into bursts for the bridge.
+    let pin = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| Some(c.id) == core);
+    let sender_live = live.clone();
+    let sender = std::thread::Builder::new()
+        .name("loadgen-send".into())
+        .spawn(move || {
+            if let Some(c) = pin {
+                core_affinity::set_for_current(c);
+            }
+            send(&mut senders, epoch, send_until, &sender_live)
+        })?;
     let mut results = Vec::new();
     for r in receivers {
         results.push(r.await?);
     }
+    let (sent, send_failures) = sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("the sending thread panicked"))?;
     drop(sessions);
     let shared = Rc::try_unwrap(shared)
         .map_err(|_| anyhow::anyhow!("receivers still running"))?
@@ -420,7 +448,7 @@ async fn worker(
     })
 }
 
-async fn send(
+fn send(
     senders: &mut [Sender],
     epoch: Instant,
     until: Instant,
@@ -429,10 +457,21 @@ async fn send(
     let mut sent: HashMap<u32, u64> = HashMap::new();
     let mut failures = 0u64;
     let mut buf = vec![0u8; 2048];
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tick.tick().await;
+        // Sleep to the next packet that is due (at most 1 ms, to notice the end).
+        let next = senders
+            .iter()
+            .map(|s| {
+                if s.plan.video_layers.is_empty() {
+                    s.next_audio
+                } else {
+                    s.next_audio.min(s.next_frame)
+                }
+            })
+            .min()
+            .unwrap_or(until)
+            .min(Instant::now() + Duration::from_millis(1));
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
         let now = Instant::now();
         if now >= until {
             break;
@@ -532,7 +571,7 @@ fn transmit(
     let Ok(n) = s.outbound.protect_rtp(buf, len) else {
         return false;
     };
-    s.socket.try_send_to(&buf[..n], s.bridge).is_ok()
+    s.socket.send_to(&buf[..n], s.bridge).is_ok()
 }
 
 #[allow(clippy::too_many_arguments)]
