@@ -586,7 +586,7 @@ async fn receive(
     shared: Rc<RefCell<Shared>>,
     live: Arc<Live>,
 ) -> ReceiverResult {
-    let mut rxbuf = super::rx_time::RxBuf::default();
+    let mut batch = Box::<super::rx_time::RxBatch>::default();
     let stamped = super::rx_time::enable(&*socket);
     let deadline = tokio::time::sleep_until(until.into());
     tokio::pin!(deadline);
@@ -595,28 +595,30 @@ async fn receive(
             r = socket.readable() => if r.is_err() { break },
             _ = &mut deadline => break,
         }
-        // Drain what is there; the kernel's arrival stamp times each datagram.
+        // Drain what is there, a recvmmsg batch at a time; the kernel's arrival stamp
+        // times each datagram.
         loop {
-            let got = socket.try_io(tokio::io::Interest::READABLE, || {
-                rxbuf
-                    .recv(socket2::SockRef::from(&*socket))
-                    .map(|(d, t)| (d.len(), t))
-            });
-            let Ok((n, stamp)) = got else { break };
-            let pkt = rxbuf.data_mut(n);
-            let arrival_ns = match stamp.filter(|_| stamped) {
-                Some(t) => t.saturating_sub(epoch_unix_ns),
-                None => epoch.elapsed().as_nanos() as u64,
-            };
-            on_packet(
-                pkt,
-                arrival_ns,
-                &mut inbound,
-                &mut rx,
-                sample,
-                &shared,
-                &live,
-            );
+            let got = socket.try_io(tokio::io::Interest::READABLE, || batch.recv(&*socket));
+            let Ok(n) = got else { break };
+            for i in 0..n {
+                let (pkt, stamp) = batch.get(i);
+                let arrival_ns = match stamp.filter(|_| stamped) {
+                    Some(t) => t.saturating_sub(epoch_unix_ns),
+                    None => epoch.elapsed().as_nanos() as u64,
+                };
+                on_packet(
+                    pkt,
+                    arrival_ns,
+                    &mut inbound,
+                    &mut rx,
+                    sample,
+                    &shared,
+                    &live,
+                );
+            }
+            if n < super::rx_time::BATCH {
+                break;
+            }
         }
     }
     rx

@@ -133,3 +133,89 @@ mod tests {
         );
     }
 }
+
+/// Datagrams one [`RxBatch::recv`] call takes at most.
+pub const BATCH: usize = 32;
+
+/// Receive buffers for `recvmmsg`: [`BATCH`] datagrams with their arrival stamps per
+/// system call, allocated once per peer.
+pub struct RxBatch {
+    data: Vec<[u8; 2048]>,
+    control: Vec<[u8; CONTROL_LEN]>,
+    iov: Vec<libc::iovec>,
+    msgs: Vec<libc::mmsghdr>,
+    lens: [usize; BATCH],
+    stamps: [Option<u64>; BATCH],
+    count: usize,
+}
+
+impl Default for RxBatch {
+    fn default() -> Self {
+        Self {
+            data: vec![[0u8; 2048]; BATCH],
+            control: vec![[0u8; CONTROL_LEN]; BATCH],
+            // SAFETY: iovec and mmsghdr are plain C structs for which all-zero bytes
+            // are a valid (empty) value; they are filled in before every call.
+            iov: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            // SAFETY: as above.
+            msgs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
+            lens: [0; BATCH],
+            stamps: [None; BATCH],
+            count: 0,
+        }
+    }
+}
+
+impl RxBatch {
+    /// One non-blocking `recvmmsg` on `fd`: how many datagrams arrived (0 is reported
+    /// as `WouldBlock`).
+    pub fn recv(&mut self, fd: &impl AsRawFd) -> std::io::Result<usize> {
+        for i in 0..BATCH {
+            self.iov[i] = libc::iovec {
+                iov_base: self.data[i].as_mut_ptr().cast(),
+                iov_len: self.data[i].len(),
+            };
+            let h = &mut self.msgs[i].msg_hdr;
+            h.msg_name = std::ptr::null_mut();
+            h.msg_namelen = 0;
+            h.msg_iov = &mut self.iov[i];
+            h.msg_iovlen = 1;
+            h.msg_control = self.control[i].as_mut_ptr().cast();
+            h.msg_controllen = CONTROL_LEN as _;
+            h.msg_flags = 0;
+            self.msgs[i].msg_len = 0;
+        }
+        // SAFETY: `msgs` holds BATCH headers whose iovecs and control pointers point
+        // into `data` and `control`, which live as long as `self` and are not touched
+        // until the call returns; the kernel writes at most the lengths given.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = n as usize;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        for i in 0..n {
+            self.lens[i] = (self.msgs[i].msg_len as usize).min(2048);
+            let clen = (self.msgs[i].msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
+            self.stamps[i] = timestamp(&self.control[i][..clen]);
+        }
+        self.count = n;
+        Ok(n)
+    }
+
+    /// Datagram `i` of the last call and its arrival stamp (ns since the Unix epoch).
+    pub fn get(&mut self, i: usize) -> (&mut [u8], Option<u64>) {
+        let len = self.lens[i];
+        (&mut self.data[i][..len], self.stamps[i])
+    }
+}
