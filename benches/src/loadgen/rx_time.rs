@@ -206,6 +206,8 @@ impl RxBatch {
         }
         for i in 0..n {
             self.lens[i] = (self.msgs[i].msg_len as usize).min(2048);
+            // `msg_controllen` is usize on glibc and u32 on musl.
+            #[allow(clippy::unnecessary_cast)]
             let clen = (self.msgs[i].msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
             self.stamps[i] = timestamp(&self.control[i][..clen]);
         }
@@ -217,5 +219,34 @@ impl RxBatch {
     pub fn get(&mut self, i: usize) -> (&mut [u8], Option<u64>) {
         let len = self.lens[i];
         (&mut self.data[i][..len], self.stamps[i])
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_received_with_stamps() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(enable(&b));
+        for i in 0..40u8 {
+            a.send_to(&[i; 100], b.local_addr().unwrap()).unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut rx = Box::<RxBatch>::default();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let Ok(n) = rx.recv(&b) else { break };
+            for i in 0..n {
+                let (d, stamp) = rx.get(i);
+                assert_eq!(d.len(), 100);
+                assert!(stamp.is_some());
+                seen.push(d[0]);
+            }
+        }
+        assert_eq!(seen, (0..40).collect::<Vec<u8>>());
+        assert!(rx.recv(&b).is_err(), "WouldBlock when empty");
     }
 }
