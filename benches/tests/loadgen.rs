@@ -138,30 +138,32 @@ fn two_conferences_of_three_on_the_bridge_socket() {
 fn through_the_control_service_with_simulcast() {
     let dir = tempdir("control");
     let b = bridge(&dir);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let control = Proc(
-        Command::new(bin("viaduct-control"))
-            .args([
-                "--listen",
-                &listen,
-                "--focus-secret",
-                "loadgen-test-secret",
-                "--log",
-                "warn",
-                "--bridge-socket",
-            ])
-            .arg(dir.join("bridge.sock"))
-            .arg("--db")
-            .arg(dir.join("records.sqlite"))
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = Command::new(bin("viaduct-control"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--focus-secret",
+            "loadgen-test-secret",
+            "--log",
+            "warn",
+            "--bridge-socket",
+        ])
+        .arg(dir.join("bridge.sock"))
+        .arg("--db")
+        .arg(dir.join("records.sqlite"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // It prints the address it bound: an ephemeral port no other test can take.
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let listen = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let control = Proc(child);
     // Wait for the control service to be healthy.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -31,7 +31,10 @@ async fn serve(config: Config) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("listening on {listen}"))?;
-    tracing::info!(%listen, version = env!("CARGO_PKG_VERSION"), "viaduct-control serving");
+    let bound = listener.local_addr()?;
+    tracing::info!(listen = %bound, version = env!("CARGO_PKG_VERSION"), "viaduct-control serving");
+    // One line on stdout with the bound address (useful with `--listen 127.0.0.1:0`).
+    println!("viaduct-control listening on {bound}");
     let app = viaduct_control::app::router(state.clone());
     let signals = state.clone();
     tokio::spawn(async move {
