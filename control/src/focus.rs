@@ -363,37 +363,37 @@ async fn expire_conference(state: &AppState, meeting_id: &str) -> Result<(), Api
     Ok(())
 }
 
+/// Runs a read of the records database on the blocking pool, after the writer has
+/// caught up; failures become 500s.
+async fn read_records<T: Send + 'static>(
+    state: &AppState,
+    read: impl FnOnce(&crate::records::Records) -> Result<T, crate::records::RecordsError>
+        + Send
+        + 'static,
+) -> Result<T, ApiError> {
+    let records = state.records.clone();
+    let internal = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNSPECIFIED", e);
+    tokio::task::spawn_blocking(move || {
+        records.flush();
+        read(&records)
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))?
+    .map_err(|e| internal(e.to_string()))
+}
+
 /// `GET /conferences/{meeting-id}`: the newest record of a conference, with its events.
 pub async fn record(
     State(state): State<AppState>,
     Path(meeting_id): Path<String>,
 ) -> Result<Json<crate::records::ConferenceRecord>, ApiError> {
-    let records = state.records.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        records.flush();
-        records.conference(&meeting_id).map(|r| (meeting_id, r))
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "UNSPECIFIED",
-            e.to_string(),
-        )
-    })?
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "UNSPECIFIED",
-            e.to_string(),
-        )
-    })?;
-    match found {
-        (_, Some(r)) => Ok(Json(r)),
-        (id, None) => Err(ApiError::new(
+    let id = meeting_id.clone();
+    match read_records(&state, move |r| r.conference(&id)).await? {
+        Some(r) => Ok(Json(r)),
+        None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "CONFERENCE_NOT_FOUND",
-            format!("no record of conference {id}"),
+            format!("no record of conference {meeting_id}"),
         )),
     }
 }
@@ -411,25 +411,5 @@ pub async fn recent_records(
     Query(q): Query<RecentQuery>,
 ) -> Result<Json<Vec<crate::records::ConferenceRecord>>, ApiError> {
     let limit = q.limit.unwrap_or(50).min(1000);
-    let records = state.records.clone();
-    let list = tokio::task::spawn_blocking(move || {
-        records.flush();
-        records.recent(limit)
-    })
-    .await
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "UNSPECIFIED",
-            e.to_string(),
-        )
-    })?
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "UNSPECIFIED",
-            e.to_string(),
-        )
-    })?;
-    Ok(Json(list))
+    Ok(Json(read_records(&state, move |r| r.recent(limit)).await?))
 }
