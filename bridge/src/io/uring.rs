@@ -509,26 +509,16 @@ impl UringBackend {
         end: usize,
         waited: &mut bool,
     ) -> io::Result<usize> {
-        // Names, then iovecs, then msghdrs pointing at both, so no pointer outlives a write.
-        let mut count = 0;
-        for i in start..end {
-            if let Some(raw) = RawAddr::new(tx.get(i).1, self.v6) {
-                self.tx_names[count] = raw;
-                count += 1;
-            }
-        }
-        let mut j = 0;
-        for i in start..end {
-            let (data, dst) = tx.get(i);
-            if RawAddr::new(dst, self.v6).is_none() {
-                continue; // an IPv6 destination on an IPv4 socket: dropped
-            }
-            self.tx_iovs[j] = libc::iovec {
-                iov_base: data.as_ptr().cast_mut().cast(),
-                iov_len: data.len(),
-            };
-            j += 1;
-        }
+        // Names and iovecs first, then msghdrs pointing at both, so no pointer outlives
+        // a write.
+        let mut count = super::fill_send_arrays(
+            tx,
+            start,
+            end,
+            self.v6,
+            &mut self.tx_names,
+            &mut self.tx_iovs,
+        );
         let iovs = self.tx_iovs.as_mut_ptr();
         for j in 0..count {
             let (name, namelen) = self.tx_names[j].as_name();
