@@ -24,7 +24,7 @@ use crate::link::{Link, LinkError, LinkEvent};
 use crate::metrics::Metrics;
 use crate::records::{Event, EventKind, RecordWriter, Records};
 use crate::stats::Sampled;
-use crate::{focus, ops, stats};
+use crate::{focus, ops, signalling, stats, web};
 
 /// The OpenAPI document of the HTTP API.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -116,6 +116,10 @@ pub struct AppState {
     pub feedback: (u32, u32),
     /// Set to true to stop serving and exit.
     pub exit: watch::Sender<bool>,
+    /// Participant authentication.
+    pub auth: Arc<crate::auth::AuthState>,
+    /// Participants' rooms.
+    pub rooms: Arc<crate::room::Rooms>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -306,7 +310,13 @@ pub fn router(state: AppState) -> Router {
         .route("/about/health", get(ops::health))
         .route("/about/version", get(ops::version))
         .route("/colibri/drain", get(ops::drain_get))
-        .route("/openapi.json", get(openapi));
+        .route("/openapi.json", get(openapi))
+        .route("/ws", get(signalling::upgrade))
+        .route("/dev/token", get(signalling::dev_token))
+        .route("/api/config", get(signalling::page_config))
+        .route("/", get(web::index))
+        .route("/app.js", get(web::script))
+        .route("/style.css", get(web::style));
     Router::new()
         .merge(focus)
         .merge(open)

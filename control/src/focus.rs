@@ -9,7 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use viaduct_bridge::command::protocol::{ForceMute, Reply, RequestBody};
+use viaduct_bridge::command::protocol::{
+    EndpointAllocation, Fingerprint, ForceMute, IceCredentials, MediaSource, Reply, RequestBody,
+};
 
 use crate::app::{ApiError, ApiJson, AppState, ConferenceInfo, EndpointInfo, Phase};
 use crate::colibri2::{
@@ -74,6 +76,32 @@ pub async fn create(
         return Err(ApiError::bad_request("meeting-id must be 1-256 bytes"));
     }
     check_supported(&req)?;
+    if !req.create {
+        if state.inner().conferences.contains_key(&meeting_id) {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "CONFERENCE_ALREADY_EXISTS",
+                format!("conference {meeting_id} exists"),
+            ));
+        }
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "CONFERENCE_NOT_FOUND",
+            format!("conference {meeting_id} does not exist and create is not set"),
+        ));
+    }
+    create_conference(&state, &meeting_id, req.name.clone(), "focus").await?;
+    apply(&state, &meeting_id, &req).await.map(Json)
+}
+
+/// Creates a conference on the bridge and records it, unless the service is draining
+/// or shutting down or the id is taken. The focus API and participants' rooms share it.
+pub(crate) async fn create_conference(
+    state: &AppState,
+    meeting_id: &str,
+    name: Option<String>,
+    actor: &'static str,
+) -> Result<(), ApiError> {
     {
         let inner = state.inner();
         if inner.phase != Phase::Running {
@@ -90,7 +118,7 @@ pub async fn create(
                 "the bridge is draining: no new conferences",
             ));
         }
-        if inner.conferences.contains_key(&meeting_id) {
+        if inner.conferences.contains_key(meeting_id) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "CONFERENCE_ALREADY_EXISTS",
@@ -98,25 +126,18 @@ pub async fn create(
             ));
         }
     }
-    if !req.create {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "CONFERENCE_NOT_FOUND",
-            format!("conference {meeting_id} does not exist and create is not set"),
-        ));
-    }
     state
         .link
         .request(RequestBody::CreateConference {
-            conference: meeting_id.clone(),
+            conference: meeting_id.to_owned(),
         })
         .await?;
     {
         let mut inner = state.inner();
         inner.conferences.insert(
-            meeting_id.clone(),
+            meeting_id.to_owned(),
             ConferenceInfo {
-                name: req.name.clone(),
+                name: name.clone(),
                 created: Instant::now(),
                 endpoints: HashMap::new(),
                 peak: 0,
@@ -126,14 +147,14 @@ pub async fn create(
     }
     state.metrics.conference_created();
     let mut ev = Event::now(EventKind::ConferenceCreated)
-        .with_meeting(meeting_id.clone())
-        .with_actor("focus");
-    if let Some(name) = &req.name {
-        ev = ev.with_detail(name.clone());
+        .with_meeting(meeting_id.to_owned())
+        .with_actor(actor);
+    if let Some(name) = name {
+        ev = ev.with_detail(name);
     }
     state.record(ev);
-    tracing::info!(%meeting_id, "conference created");
-    apply(&state, &meeting_id, &req).await.map(Json)
+    tracing::info!(%meeting_id, actor, "conference created");
+    Ok(())
 }
 
 /// `PATCH /colibri/v2/conferences/{meeting-id}`: create, update and expire endpoints,
@@ -186,20 +207,7 @@ async fn apply(
     let mut created_any = false;
     for ep in &req.endpoints {
         if ep.expire {
-            state
-                .link
-                .request(RequestBody::ExpireEndpoint {
-                    conference: meeting_id.to_owned(),
-                    endpoint: ep.id.clone(),
-                })
-                .await?;
-            forget_endpoint(state, meeting_id, &ep.id);
-            state.record(
-                Event::now(EventKind::EndpointLeft)
-                    .with_meeting(meeting_id)
-                    .with_endpoint(ep.id.clone())
-                    .with_actor("focus"),
-            );
+            expire_endpoint(state, meeting_id, &ep.id, "focus").await?;
             out.endpoints.push(EndpointModified {
                 id: ep.id.clone(),
                 transport: None,
@@ -207,58 +215,15 @@ async fn apply(
             });
             continue;
         }
-        let known = state
-            .inner()
-            .conferences
-            .get(meeting_id)
-            .is_some_and(|c| c.endpoints.contains_key(&ep.id));
         let mut modified = EndpointModified {
             id: ep.id.clone(),
             ..Default::default()
         };
         if ep.create {
-            if known {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "ENDPOINT_ALREADY_EXISTS",
-                    format!("endpoint {} exists", ep.id),
-                ));
-            }
-            let reply = state
-                .link
-                .request(RequestBody::CreateEndpoint {
-                    conference: meeting_id.to_owned(),
-                    endpoint: ep.id.clone(),
-                })
-                .await?;
-            let Reply::EndpointCreated(alloc) = reply else {
-                return Err(ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "UNSPECIFIED",
-                    "unexpected reply from the bridge",
-                ));
-            };
+            let alloc = create_endpoint(state, meeting_id, &ep.id, "focus").await?;
             modified.transport = Some(colibri2::transport_of(&alloc));
             created_any = true;
-            let count = {
-                let mut inner = state.inner();
-                inner.totals.participants += 1;
-                inner.conferences.get_mut(meeting_id).map(|c| {
-                    c.endpoints.insert(ep.id.clone(), EndpointInfo::default());
-                    c.peak = c.peak.max(c.endpoints.len());
-                    c.endpoints.len()
-                })
-            };
-            state.record(
-                Event::now(EventKind::EndpointJoined)
-                    .with_meeting(meeting_id)
-                    .with_endpoint(ep.id.clone())
-                    .with_actor("focus"),
-            );
-            if let Some(n) = count {
-                state.writer.participants(meeting_id, n as u32);
-            }
-        } else if !known {
+        } else if !knows_endpoint(state, meeting_id, &ep.id) {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "UNKNOWN_ENDPOINT",
@@ -269,54 +234,175 @@ async fn apply(
             Some(t) => colibri2::remote_transport(t)?,
             None => (None, None),
         };
-        let sources = ep
-            .sources
-            .as_deref()
-            .map(colibri2::media_sources)
-            .transpose()?;
-        let force_mute = ep.force_mute.map(ForceMute::from);
-        if ice.is_some() || fingerprint.is_some() || sources.is_some() || force_mute.is_some() {
-            state
-                .link
-                .request(RequestBody::UpdateEndpoint {
-                    conference: meeting_id.to_owned(),
-                    endpoint: ep.id.clone(),
-                    ice,
-                    fingerprint,
-                    sources,
-                    force_mute,
-                })
-                .await?;
-        }
-        if let Some(mute) = force_mute {
-            let changed = {
-                let mut inner = state.inner();
-                inner
-                    .conferences
-                    .get_mut(meeting_id)
-                    .and_then(|c| c.endpoints.get_mut(&ep.id))
-                    .map(|e| std::mem::replace(&mut e.force_mute, mute) != mute)
-                    .unwrap_or(false)
-            };
-            if changed || ep.create {
-                state.record(
-                    Event::now(EventKind::ForceMute)
-                        .with_meeting(meeting_id)
-                        .with_endpoint(ep.id.clone())
-                        .with_actor("focus")
-                        .with_detail(format!("audio={} video={}", mute.audio, mute.video)),
-                );
-            }
-        }
+        let update = EndpointUpdate {
+            ice,
+            fingerprint,
+            sources: ep
+                .sources
+                .as_deref()
+                .map(colibri2::media_sources)
+                .transpose()?,
+            force_mute: ep.force_mute.map(ForceMute::from),
+        };
+        update_endpoint(state, meeting_id, &ep.id, update, ep.create, "focus").await?;
         out.endpoints.push(modified);
     }
     if created_any {
         out.sources = colibri2::feedback_sources(state.feedback.0, state.feedback.1);
     }
     if req.expire {
-        expire_conference(state, meeting_id).await?;
+        expire_conference(state, meeting_id, "focus").await?;
     }
     Ok(out)
+}
+
+fn knows_endpoint(state: &AppState, meeting_id: &str, endpoint: &str) -> bool {
+    state
+        .inner()
+        .conferences
+        .get(meeting_id)
+        .is_some_and(|c| c.endpoints.contains_key(endpoint))
+}
+
+/// Allocates an endpoint on the bridge (ICE credentials, fingerprint, candidates) and
+/// records it.
+pub(crate) async fn create_endpoint(
+    state: &AppState,
+    meeting_id: &str,
+    endpoint: &str,
+    actor: &'static str,
+) -> Result<EndpointAllocation, ApiError> {
+    if knows_endpoint(state, meeting_id, endpoint) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ENDPOINT_ALREADY_EXISTS",
+            format!("endpoint {endpoint} exists"),
+        ));
+    }
+    let reply = state
+        .link
+        .request(RequestBody::CreateEndpoint {
+            conference: meeting_id.to_owned(),
+            endpoint: endpoint.to_owned(),
+        })
+        .await?;
+    let Reply::EndpointCreated(alloc) = reply else {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "UNSPECIFIED",
+            "unexpected reply from the bridge",
+        ));
+    };
+    let count = {
+        let mut inner = state.inner();
+        inner.totals.participants += 1;
+        inner.conferences.get_mut(meeting_id).map(|c| {
+            c.endpoints
+                .insert(endpoint.to_owned(), EndpointInfo::default());
+            c.peak = c.peak.max(c.endpoints.len());
+            c.endpoints.len()
+        })
+    };
+    state.record(
+        Event::now(EventKind::EndpointJoined)
+            .with_meeting(meeting_id)
+            .with_endpoint(endpoint.to_owned())
+            .with_actor(actor),
+    );
+    if let Some(n) = count {
+        state.writer.participants(meeting_id, n as u32);
+    }
+    Ok(alloc)
+}
+
+/// What an endpoint update changes; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct EndpointUpdate {
+    /// The participant's ICE credentials.
+    pub ice: Option<IceCredentials>,
+    /// The participant's DTLS fingerprint.
+    pub fingerprint: Option<Fingerprint>,
+    /// The participant's sources.
+    pub sources: Option<Vec<MediaSource>>,
+    /// Force-mute.
+    pub force_mute: Option<ForceMute>,
+}
+
+/// Tells the bridge about the remote side of an endpoint and records force-mutes
+/// (`created`: the endpoint is new, so its first force-mute state is recorded too).
+pub(crate) async fn update_endpoint(
+    state: &AppState,
+    meeting_id: &str,
+    endpoint: &str,
+    update: EndpointUpdate,
+    created: bool,
+    actor: &'static str,
+) -> Result<(), ApiError> {
+    let EndpointUpdate {
+        ice,
+        fingerprint,
+        sources,
+        force_mute,
+    } = update;
+    if ice.is_none() && fingerprint.is_none() && sources.is_none() && force_mute.is_none() {
+        return Ok(());
+    }
+    state
+        .link
+        .request(RequestBody::UpdateEndpoint {
+            conference: meeting_id.to_owned(),
+            endpoint: endpoint.to_owned(),
+            ice,
+            fingerprint,
+            sources,
+            force_mute,
+        })
+        .await?;
+    if let Some(mute) = force_mute {
+        let changed = {
+            let mut inner = state.inner();
+            inner
+                .conferences
+                .get_mut(meeting_id)
+                .and_then(|c| c.endpoints.get_mut(endpoint))
+                .map(|e| std::mem::replace(&mut e.force_mute, mute) != mute)
+                .unwrap_or(false)
+        };
+        if changed || created {
+            state.record(
+                Event::now(EventKind::ForceMute)
+                    .with_meeting(meeting_id)
+                    .with_endpoint(endpoint.to_owned())
+                    .with_actor(actor)
+                    .with_detail(format!("audio={} video={}", mute.audio, mute.video)),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Removes an endpoint from the bridge and records its leaving.
+pub(crate) async fn expire_endpoint(
+    state: &AppState,
+    meeting_id: &str,
+    endpoint: &str,
+    actor: &'static str,
+) -> Result<(), ApiError> {
+    state
+        .link
+        .request(RequestBody::ExpireEndpoint {
+            conference: meeting_id.to_owned(),
+            endpoint: endpoint.to_owned(),
+        })
+        .await?;
+    forget_endpoint(state, meeting_id, endpoint);
+    state.record(
+        Event::now(EventKind::EndpointLeft)
+            .with_meeting(meeting_id)
+            .with_endpoint(endpoint.to_owned())
+            .with_actor(actor),
+    );
+    Ok(())
 }
 
 fn forget_endpoint(state: &AppState, meeting_id: &str, endpoint: &str) {
@@ -332,7 +418,12 @@ fn forget_endpoint(state: &AppState, meeting_id: &str, endpoint: &str) {
     }
 }
 
-async fn expire_conference(state: &AppState, meeting_id: &str) -> Result<(), ApiError> {
+/// Removes a conference and all its endpoints from the bridge and records it.
+pub(crate) async fn expire_conference(
+    state: &AppState,
+    meeting_id: &str,
+    actor: &'static str,
+) -> Result<(), ApiError> {
     state
         .link
         .request(RequestBody::ExpireConference {
@@ -357,9 +448,9 @@ async fn expire_conference(state: &AppState, meeting_id: &str) -> Result<(), Api
     state.record(
         Event::now(EventKind::ConferenceExpired)
             .with_meeting(meeting_id)
-            .with_actor("focus"),
+            .with_actor(actor),
     );
-    tracing::info!(%meeting_id, "conference expired");
+    tracing::info!(%meeting_id, actor, "conference expired");
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use viaduct_control::config::{Config, Flags};
+use viaduct_control::config::{Command, Config, Flags, TokenArgs};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -14,12 +14,41 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::new(&flags.log))
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::Token(args)) = &flags.command {
+        return token(&flags, args);
+    }
     let config = Config::resolve(&flags)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(serve(config))
+}
+
+/// `viaduct-control token`: prints a participant token signed with the configured
+/// HS256 secret.
+fn token(flags: &Flags, args: &TokenArgs) -> Result<()> {
+    let jwt = Config::resolve_jwt(flags)?;
+    let (Some(app_id), Some(secret)) = (jwt.app_id.as_deref(), jwt.app_secret.as_deref()) else {
+        anyhow::bail!("minting needs jwt.app-id and jwt.app-secret (config file, --jwt-app-id/--jwt-app-secret or VIADUCT_JWT_APP_ID/VIADUCT_JWT_APP_SECRET)");
+    };
+    let room = if args.room == "*" {
+        "*".to_owned()
+    } else {
+        viaduct_control::auth::normalize_room(&args.room)?
+    };
+    let token = viaduct_control::auth::mint(
+        secret,
+        &viaduct_control::auth::Mint {
+            app_id,
+            room: &room,
+            name: &args.name,
+            moderator: args.moderator,
+            ttl_s: args.ttl,
+        },
+    )?;
+    println!("{token}");
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<()> {

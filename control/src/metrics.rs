@@ -78,6 +78,11 @@ struct DropLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
     direction: &'static str,
 }
@@ -184,6 +189,9 @@ pub struct Metrics {
     drain: Gauge,
     graceful_shutdown: Gauge,
     shutting_down: Gauge,
+    signalling_connections: Gauge,
+    signalling_refused: Family<ReasonLabels, Counter>,
+    signalling_dropped: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -236,6 +244,9 @@ impl Metrics {
             drain: Gauge::default(),
             graceful_shutdown: Gauge::default(),
             shutting_down: Gauge::default(),
+            signalling_connections: Gauge::default(),
+            signalling_refused: Family::default(),
+            signalling_dropped: Family::default(),
         };
 
         let build_info = Family::<VersionLabels, Gauge>::default();
@@ -477,6 +488,23 @@ impl Metrics {
             m.shutting_down.clone(),
         );
 
+        // Participants' signalling.
+        r.register(
+            "signalling_connections",
+            "Open participant WebSocket connections",
+            m.signalling_connections.clone(),
+        );
+        r.register(
+            "signalling_refused",
+            "Participant connections refused before the WebSocket upgrade, by reason",
+            m.signalling_refused.clone(),
+        );
+        r.register(
+            "signalling_messages_dropped",
+            "Participant messages refused, by reason",
+            m.signalling_dropped.clone(),
+        );
+
         // Series that exist from the start, at 0.
         for direction in ["incoming", "outgoing"] {
             m.loss_ratio
@@ -644,6 +672,29 @@ impl Metrics {
         } else {
             self.dtls_failed.inc();
         }
+    }
+
+    /// A participant connection opened (`1`) or closed (`-1`).
+    pub fn signalling_connection(&self, delta: i64) {
+        self.signalling_connections.inc_by(delta);
+    }
+
+    /// A participant connection was refused (bad token, wrong room...).
+    pub fn signalling_refused(&self, reason: &str) {
+        self.signalling_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A participant message was refused (malformed, too large, rate-limited...).
+    pub fn signalling_dropped(&self, reason: &str) {
+        self.signalling_dropped
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// A conference was created.

@@ -76,11 +76,12 @@ pub enum EventKind {
     DrainDisabled,
     GracefulShutdown,
     BridgeReconnected,
+    Kicked,
 }
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::ConferenceCreated,
         EventKind::ConferenceExpired,
         EventKind::EndpointJoined,
@@ -93,6 +94,7 @@ impl EventKind {
         EventKind::DrainDisabled,
         EventKind::GracefulShutdown,
         EventKind::BridgeReconnected,
+        EventKind::Kicked,
     ];
 
     /// The snake_case name (as stored in the DB and serialized in JSON).
@@ -110,6 +112,7 @@ impl EventKind {
             EventKind::DrainDisabled => "drain_disabled",
             EventKind::GracefulShutdown => "graceful_shutdown",
             EventKind::BridgeReconnected => "bridge_reconnected",
+            EventKind::Kicked => "kicked",
         }
     }
 
