@@ -65,7 +65,17 @@ pub struct Endpoint {
     pub ice_deadline: Option<Instant>,
     /// ICE failure already reported.
     pub ice_failed: bool,
+    /// DTLS records that arrived before the controller told the remote fingerprint (a
+    /// browser starts its handshake as soon as it has sent its answer, which may reach
+    /// the bridge later): replayed when the fingerprint comes, so the handshake does
+    /// not wait for the client's retransmission timer. At most
+    /// [`EARLY_DTLS_RECORDS`] of them.
+    pub early_dtls: Vec<Vec<u8>>,
 }
+
+/// How many DTLS records an endpoint holds while its remote fingerprint is unknown
+/// (Chromium's ClientHello comes in two).
+pub const EARLY_DTLS_RECORDS: usize = 4;
 
 impl Endpoint {
     /// A freshly allocated endpoint.
@@ -94,6 +104,7 @@ impl Endpoint {
             counters: Counters::default(),
             ice_deadline: None,
             ice_failed: false,
+            early_dtls: Vec::new(),
         }
     }
 

@@ -16,7 +16,7 @@ use crate::command::protocol::{
 };
 use crate::conference::Conference;
 use crate::dtls::{self, DtlsHandle, SessionId};
-use crate::endpoint::{DtlsState, Endpoint};
+use crate::endpoint::{DtlsState, Endpoint, EARLY_DTLS_RECORDS};
 use crate::forward::{self, RtcpRoute};
 use crate::ice::{lite, stun};
 use crate::io::{Backend, TxBatch};
@@ -316,6 +316,22 @@ impl WorkerState {
         }
         if let Some(fp) = fingerprint {
             ep.remote_fingerprint = Some(fp.value);
+            let early = std::mem::take(&mut ep.early_dtls);
+            if !early.is_empty() && ep.dtls == DtlsState::Idle {
+                if let Some(dtls) = &self.dtls {
+                    let fp = ep.remote_fingerprint.as_deref().unwrap_or_default();
+                    if dtls.start(ep.serial, fp, self.dtls_out.clone()).is_ok() {
+                        ep.dtls = DtlsState::Handshaking {
+                            since: Instant::now(),
+                        };
+                        for record in &early {
+                            if dtls.datagram(ep.serial, record).is_err() {
+                                self.counters.drops.queue_full += 1;
+                            }
+                        }
+                    }
+                }
+            }
         }
         if let Some(sources) = sources {
             let conf = ep.conference;
@@ -669,8 +685,12 @@ impl WorkerState {
         match ep.dtls {
             DtlsState::Idle => {
                 let Some(fp) = &ep.remote_fingerprint else {
-                    self.counters.drops.dtls_no_fingerprint += 1;
-                    ep.counters.drops.dtls_no_fingerprint += 1;
+                    if ep.early_dtls.len() < EARLY_DTLS_RECORDS {
+                        ep.early_dtls.push(buf.to_vec());
+                    } else {
+                        self.counters.drops.dtls_no_fingerprint += 1;
+                        ep.counters.drops.dtls_no_fingerprint += 1;
+                    }
                     return;
                 };
                 if dtls.start(ep.serial, fp, self.dtls_out.clone()).is_err() {

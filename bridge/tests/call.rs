@@ -4,8 +4,11 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::Call;
-use viaduct_bridge::command::protocol::{Reply, RequestBody};
+use viaduct_bridge::command::protocol::{Event, Reply, RequestBody};
+use viaduct_bridge::peer::Peer;
 use viaduct_bridge::srtp::Profile;
 
 fn three_peer_call(backend: &str, profile: Profile) {
@@ -173,4 +176,54 @@ fn force_mute_drops_and_counts_then_unmute_restores() {
     );
     mute(&mut call, false);
     call.exchange(5);
+}
+
+/// A browser starts its DTLS handshake as soon as it has sent its answer; the answer
+/// (with the fingerprint) may reach the bridge later. The bridge holds the first
+/// records and replays them when the fingerprint arrives, dropping none.
+#[test]
+fn a_handshake_that_starts_before_the_fingerprint_arrives_completes() {
+    let mut call = Call::start("mmsg", Profile::AeadAes128Gcm, 0);
+    let alloc = match call.link.request(RequestBody::CreateEndpoint {
+        conference: "call".into(),
+        endpoint: "early".into(),
+    }) {
+        Ok(Reply::EndpointCreated(a)) => a,
+        other => panic!("create endpoint: {other:?}"),
+    };
+    let mut peer = Peer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        call.dtls.clone(),
+        call.identity.clone(),
+    )
+    .unwrap();
+    let (ice, fingerprint) = (peer.ice_credentials(), peer.fingerprint());
+    // ICE and the ClientHello go out now; the fingerprint follows 300 ms later.
+    let connecting =
+        std::thread::spawn(move || peer.connect(&alloc, Duration::from_secs(10)).map(|_| peer));
+    std::thread::sleep(Duration::from_millis(300));
+    call.link
+        .request(RequestBody::UpdateEndpoint {
+            conference: "call".into(),
+            endpoint: "early".into(),
+            ice: Some(ice),
+            fingerprint: Some(fingerprint),
+            sources: None,
+            force_mute: None,
+        })
+        .expect("update endpoint");
+    connecting.join().unwrap().expect("the handshake completes");
+    call.link.wait_event(
+        |e| matches!(e, Event::EndpointConnected { endpoint, .. } if endpoint == "early"),
+    );
+    let stats = call.link.stats();
+    let ep = stats
+        .endpoint_stats
+        .iter()
+        .find(|e| e.endpoint == "early")
+        .unwrap();
+    assert_eq!(
+        ep.counters.drops.dtls_no_fingerprint, 0,
+        "early records were held, not dropped"
+    );
 }

@@ -288,6 +288,11 @@
     const conn = ensurePeerConnection();
     await conn.setRemoteDescription({ type: "offer", sdp: msg.sdp });
     attachLocalTracks(conn);
+    // A tile whose media went inactive and whose participant is gone has no reason to stay.
+    const active = new Set(parseSections(msg.sdp).filter((s) => s.direction !== "inactive").map((s) => s.endpoint));
+    for (const endpoint of [...tiles.keys()]) {
+      if (!active.has(endpoint) && !state.participants.has(endpoint)) removeTile(endpoint);
+    }
     const answer = await conn.createAnswer();
     await conn.setLocalDescription(answer);
     // No trickle: the bridge is ICE-lite and learns our address from our checks.
@@ -703,6 +708,17 @@
     }
   }
 
+  /** The (unverified) claims of a JWT, or {} — only to prefill the form. */
+  function jwtClaims(token) {
+    try {
+      const b64 = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const json = new TextDecoder().decode(Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)));
+      return JSON.parse(json) || {};
+    } catch (_) {
+      return {};
+    }
+  }
+
   async function init() {
     $("room").value = params.get("room") || "";
     $("name").value = params.get("name") || "";
@@ -736,9 +752,12 @@
       state.auth === "dev"
         ? "Development mode: the server hands out tokens to anyone."
         : "This server needs a token in the page address (?jwt=…).";
-    if (state.auth === "jwt" && params.get("jwt")) {
-      // The token names the room; the form's room is only a label then.
-      $("moderator-field").hidden = true;
+    if (state.auth !== "dev" && params.get("jwt")) {
+      // A Jitsi-style token names the room and the user: prefill what the URL lacks.
+      const claims = jwtClaims(params.get("jwt"));
+      if (!$("room").value && claims.room && claims.room !== "*") $("room").value = claims.room;
+      const user = claims.context && claims.context.user;
+      if (!$("name").value && user && user.name) $("name").value = user.name;
     }
     setStatus("not connected");
     if (params.get("autojoin") === "1") startJoin();
