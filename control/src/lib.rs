@@ -6,6 +6,7 @@
 #![recursion_limit = "256"]
 
 pub mod app;
+pub mod appliance;
 pub mod colibri2;
 pub mod config;
 pub mod focus;
