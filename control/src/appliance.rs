@@ -9,16 +9,74 @@ use viaduct_bridge::service;
 use crate::app::AppState;
 use crate::config::Config;
 
-/// The resolved configuration as `--check-config` prints it: focus secrets are
-/// replaced by their lengths.
+/// The resolved configuration as `--check-config` prints it, with every secret
+/// redacted: the focus secrets, and any string under a field whose name says it holds
+/// a secret (`secret`, `password`, `private`, `token` in its name), so settings added
+/// later are covered without changing this function.
 pub fn describe(config: &Config) -> String {
-    let mut shown = config.clone();
-    shown.focus_secrets = shown
-        .focus_secrets
-        .iter()
-        .map(|s| format!("<redacted, {} characters>", s.len()))
-        .collect();
-    format!("{shown:#?}")
+    redact(&format!("{config:#?}"), &config.focus_secrets)
+}
+
+/// Field names whose values are secret.
+const SECRET_WORDS: [&str; 4] = ["secret", "password", "private", "token"];
+
+/// Redacts pretty-printed `Debug` output: the string literals of a secret field (on its
+/// line and on the more indented lines below it), and any of `secrets` anywhere.
+fn redact(text: &str, secrets: &[String]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut hiding: Option<usize> = None;
+    for line in text.lines() {
+        let indent = line.len() - line.trim_start().len();
+        if hiding.is_some_and(|depth| indent <= depth) {
+            hiding = None;
+        }
+        let field = line.trim_start().split_once(':').map(|(f, _)| f);
+        if hiding.is_none()
+            && field.is_some_and(|f| {
+                !f.contains(' ')
+                    && SECRET_WORDS
+                        .iter()
+                        .any(|w| f.to_ascii_lowercase().contains(w))
+            })
+        {
+            hiding = Some(indent);
+        }
+        let mut line = if hiding.is_some() {
+            hide_strings(line)
+        } else {
+            line.to_owned()
+        };
+        for s in secrets.iter().filter(|s| !s.is_empty()) {
+            line = line.replace(s.as_str(), "<redacted>");
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Replaces each `"…"` literal (Debug-escaped) in `line` with `"<redacted>"`.
+fn hide_strings(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            out.push(c);
+            continue;
+        }
+        let mut escaped = false;
+        for d in chars.by_ref() {
+            if escaped {
+                escaped = false;
+            } else if d == '\\' {
+                escaped = true;
+            } else if d == '"' {
+                break;
+            }
+        }
+        out.push_str("\"<redacted>\"");
+    }
+    out
 }
 
 /// `READY=1`: the HTTP listener is bound and the bridge link runs (connected, or
@@ -69,6 +127,55 @@ pub async fn watchdog(state: AppState) {
                 }
                 healthy = false;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    struct Jwt {
+        app_id: Option<String>,
+        app_secret: Option<String>,
+        public_keys: Vec<String>,
+    }
+
+    #[derive(Debug)]
+    #[allow(dead_code)]
+    struct Cfg {
+        listen: String,
+        focus_secrets: Vec<String>,
+        jwt: Jwt,
+        other: Vec<String>,
+    }
+
+    #[test]
+    fn secrets_are_redacted_whatever_the_field() {
+        let cfg = Cfg {
+            listen: "127.0.0.1:8080".into(),
+            focus_secrets: vec!["focus-one-secret".into(), "focus \"two\"".into()],
+            jwt: Jwt {
+                app_id: Some("my-app".into()),
+                app_secret: Some("jwt-app-secret-value".into()),
+                public_keys: vec!["not-secret-pem".into()],
+            },
+            other: vec!["mentions focus-one-secret".into()],
+        };
+        let shown = redact(&format!("{cfg:#?}"), &cfg.focus_secrets);
+        for s in ["focus-one-secret", "two", "jwt-app-secret-value"] {
+            assert!(!shown.contains(s), "{s} shown:\n{shown}");
+        }
+        for s in [
+            "127.0.0.1:8080",
+            "my-app",
+            "not-secret-pem",
+            "app_secret",
+            "<redacted>",
+        ] {
+            assert!(shown.contains(s), "{s} missing:\n{shown}");
         }
     }
 }
