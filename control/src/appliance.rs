@@ -93,6 +93,12 @@ pub fn notify_ready(state: &AppState, listen: std::net::SocketAddr) {
     ));
 }
 
+/// `STOPPING=1` from inside the async runtime: sent from a blocking-pool thread, so a
+/// service manager slow to read its socket never stalls a runtime worker.
+pub fn notify_stopping(status: &'static str) {
+    tokio::task::spawn_blocking(move || service::notify_stopping(status));
+}
+
 /// Pings systemd's watchdog every half `WATCHDOG_USEC` while the runtime is
 /// responsive: each round spawns a probe task that takes the shared state's lock, and
 /// pings only if the probe finishes within the period. A blocked runtime or a held
@@ -119,7 +125,8 @@ pub async fn watchdog(state: AppState) {
                     tracing::info!("runtime responsive again; watchdog pings resume");
                 }
                 healthy = true;
-                service::notify_watchdog();
+                // Off the runtime's workers: a full notify socket blocks the send.
+                let _ = tokio::task::spawn_blocking(service::notify_watchdog).await;
             }
             _ => {
                 if healthy {
