@@ -23,6 +23,20 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 export VIADUCT_REQUIRE_PROMTOOL=1
 
+# systemd-analyze and systemd-sysusers (Debian package systemd) check the units and the
+# install script's user entry; they run offline, no systemd needs to be running.
+if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v systemd-sysusers >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing systemd-analyze and systemd-sysusers (Debian package systemd)" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends systemd >/dev/null
+    else
+        echo "systemd-analyze missing and cannot install it (need root and apt-get): apt-get install systemd" >&2
+        exit 1
+    fi
+fi
+export VIADUCT_REQUIRE_SYSTEMD=1
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --doc

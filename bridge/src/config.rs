@@ -140,6 +140,9 @@ pub struct Flags {
     /// Log filter (tracing's EnvFilter syntax), e.g. `info` or `viaduct_bridge=debug`.
     #[arg(long, env = "VIADUCT_LOG", default_value = "info")]
     pub log: String,
+    /// Parse and validate the configuration, print it, and exit (0 when it is usable).
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// The `[bridge]`-less TOML file: every key optional.

@@ -20,6 +20,7 @@ pub mod peer;
 pub mod rtcp;
 pub mod rtp;
 pub mod runtime;
+pub mod service;
 pub mod srtp;
 pub mod testbed;
 pub mod worker;

@@ -2,12 +2,15 @@
 //! configured core (each binding its own socket and opening its backend), and the
 //! command socket. The binary calls [`start`]; so can tests.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use crossbeam::channel::{bounded, Sender};
 
+use crate::command::protocol::Counters;
 use crate::command::server::{Server, ServerConfig, WorkerLink};
 use crate::config::Config;
 use crate::dtls::{self, Identity, Role};
@@ -31,9 +34,73 @@ pub struct Running {
     pub server: Server,
     /// The DTLS certificate fingerprint.
     pub fingerprint: String,
+    /// Per worker, its loop-turn count, published on every timer tick (see
+    /// [`Worker::with_heartbeat`]): a watchdog reads these.
+    pub heartbeats: Vec<Arc<AtomicU64>>,
 }
 
+/// What [`Running::stop`] found and did.
+#[derive(Clone, Debug, Default)]
+pub struct StopReport {
+    /// Conferences expired at shutdown.
+    pub conferences: usize,
+    /// Endpoints expired at shutdown.
+    pub endpoints: usize,
+    /// The workers' counters summed (from the last stats before stopping).
+    pub totals: Counters,
+    /// Workers that did not answer in time.
+    pub unresponsive: usize,
+}
+
+/// How long [`Running::stop`] waits for one worker's answer.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
 impl Running {
+    /// A clean stop: expires every conference (and so every endpoint), collects each
+    /// worker's final counters, then stops the workers and waits for them. A worker that
+    /// does not answer within a bounded time is counted and left to the process exit.
+    pub fn stop(self) -> StopReport {
+        let mut report = StopReport::default();
+        for (tx, _) in &self.workers {
+            let (reply, answer) = bounded(1);
+            if tx.send(Command::ListState { reply }).is_err() {
+                report.unresponsive += 1;
+                continue;
+            }
+            let Ok(conferences) = answer.recv_timeout(STOP_WAIT) else {
+                report.unresponsive += 1;
+                continue;
+            };
+            for conference in conferences {
+                let (reply, answer) = bounded(1);
+                let sent = tx.send(Command::ExpireConference {
+                    conference: conference.conference.clone(),
+                    reply,
+                });
+                if sent.is_ok() && matches!(answer.recv_timeout(STOP_WAIT), Ok(Ok(()))) {
+                    report.conferences += 1;
+                    report.endpoints += conference.endpoints.len();
+                }
+            }
+            let (reply, answer) = bounded(1);
+            if tx.send(Command::Stats { reply }).is_ok() {
+                if let Ok((w, _, _)) = answer.recv_timeout(STOP_WAIT) {
+                    report.totals.add(&w.counters);
+                }
+            }
+        }
+        let responsive = report.unresponsive == 0;
+        for (tx, _) in &self.workers {
+            let _ = tx.send(Command::Shutdown);
+        }
+        if responsive {
+            for (_, h) in self.workers {
+                let _ = h.join();
+            }
+        }
+        report
+    }
+
     /// Stops the workers and waits for them.
     pub fn shutdown(self) {
         for (tx, _) in &self.workers {
@@ -66,6 +133,7 @@ pub fn start(config: &Config) -> Result<Running> {
     let mut links = Vec::new();
     let mut ports = Vec::new();
     let mut backend_name = String::new();
+    let mut heartbeats = Vec::new();
     for i in 0..config.cores.workers() {
         let addr = config.worker_addr(i);
         let socket = io::bind_udp(addr, config.socket_buffer)
@@ -90,6 +158,9 @@ pub fn start(config: &Config) -> Result<Running> {
             tracing::warn!(worker = i, core, "no such core; worker not pinned");
         }
         let choice = config.io_backend;
+        let heartbeat = Arc::new(AtomicU64::new(0));
+        let beat = heartbeat.clone();
+        heartbeats.push(heartbeat);
         let handle = std::thread::Builder::new()
             .name(format!("worker-{i}"))
             .spawn(move || {
@@ -108,7 +179,9 @@ pub fn start(config: &Config) -> Result<Running> {
                     }
                 };
                 let _ = ready_tx.send(Ok(backend.kind()));
-                Worker::new(state, backend, cmd_rx, dtls_rx).run();
+                Worker::new(state, backend, cmd_rx, dtls_rx)
+                    .with_heartbeat(beat)
+                    .run();
             })
             .with_context(|| format!("spawning worker {i}"))?;
         let kind = ready_rx
@@ -143,5 +216,6 @@ pub fn start(config: &Config) -> Result<Running> {
         ports,
         server,
         fingerprint,
+        heartbeats,
     })
 }

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{Receiver, Sender};
@@ -870,6 +872,7 @@ pub struct Worker {
     commands: Receiver<Command>,
     dtls_rx: Receiver<dtls::Output>,
     loop_turns: u64,
+    heartbeat: Option<Arc<AtomicU64>>,
 }
 
 impl Worker {
@@ -887,7 +890,15 @@ impl Worker {
             commands,
             dtls_rx,
             loop_turns: 0,
+            heartbeat: None,
         }
+    }
+
+    /// Publishes the loop-turn count to `heartbeat` on every timer tick (250 ms), so a
+    /// watchdog can tell a live worker from a stuck one without asking it.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<AtomicU64>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     /// Runs until [`Command::Shutdown`] or the command channel closes.
@@ -911,6 +922,9 @@ impl Worker {
             if now >= next_timer {
                 self.state.on_timer(now);
                 next_timer = now + TIMER_PERIOD;
+                if let Some(h) = &self.heartbeat {
+                    h.store(self.loop_turns, Ordering::Relaxed);
+                }
             }
             let timeout = if self.tx.is_empty() {
                 TICK

@@ -75,6 +75,9 @@ pub struct Flags {
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, env = "VIADUCT_LOG", default_value = "info")]
     pub log: String,
+    /// Parse and validate the configuration, print it (secrets redacted), and exit.
+    #[arg(long)]
+    pub check_config: bool,
     /// A subcommand instead of serving.
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -8,6 +8,7 @@
 #![recursion_limit = "256"]
 
 pub mod app;
+pub mod appliance;
 pub mod auth;
 pub mod colibri2;
 pub mod config;

@@ -10,14 +10,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
     let flags = Flags::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&flags.log))
-        .with_writer(std::io::stderr)
-        .init();
+    viaduct_bridge::service::init_logging(&flags.log);
     if let Some(Command::Token(args)) = &flags.command {
         return token(&flags, args);
     }
     let config = Config::resolve(&flags)?;
+    if flags.check_config {
+        println!("{}", viaduct_control::appliance::describe(&config));
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -64,6 +65,8 @@ async fn serve(config: Config) -> Result<()> {
     tracing::info!(listen = %bound, version = env!("CARGO_PKG_VERSION"), "viaduct-control serving");
     // One line on stdout with the bound address (useful with `--listen 127.0.0.1:0`).
     println!("viaduct-control listening on {bound}");
+    viaduct_control::appliance::notify_ready(&state, bound);
+    tokio::spawn(viaduct_control::appliance::watchdog(state.clone()));
     let app = viaduct_control::app::router(state.clone());
     let signals = state.clone();
     tokio::spawn(async move {
@@ -83,6 +86,9 @@ async fn serve(config: Config) -> Result<()> {
             count += 1;
             if count == 1 {
                 tracing::info!("signal: graceful shutdown (signal again to exit now)");
+                viaduct_bridge::service::notify_stopping(
+                    "draining: exiting when the last endpoint leaves",
+                );
                 viaduct_control::ops::begin_graceful_shutdown(&signals, "signal");
             } else {
                 let _ = signals.exit.send(true);
@@ -94,6 +100,7 @@ async fn serve(config: Config) -> Result<()> {
             let _ = exit.wait_for(|&e| e).await;
         })
         .await?;
+    viaduct_bridge::service::notify_stopping("stopping");
     state.records.flush();
     tracing::info!("viaduct-control stopped");
     Ok(())

@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +22,9 @@ use crate::worker::{Command, CommandError};
 
 /// How long the server waits for a worker to answer a command.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The command socket's file mode: read/write for its owner and group only.
+pub const SOCKET_MODE: u32 = 0o660;
 
 /// Lines queued for one controller before it is considered stuck and disconnected.
 const WRITER_QUEUE: usize = 4096;
@@ -94,6 +98,8 @@ impl Server {
             std::fs::remove_file(path)?;
         }
         let listener = UnixListener::bind(path)?;
+        // Owner and group (the control service's, under systemd) may connect; no one else.
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))?;
         let (hub_tx, hub_rx) = unbounded();
         let hub = Hub {
             config: Arc::new(config),
