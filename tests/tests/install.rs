@@ -47,14 +47,17 @@ fn check_config(bin: &Path, file: &Path, env: &[(&str, &str)]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The config with every `# key = value` line uncommented.
+/// The config with every `# key = value` and `# [table]` line uncommented.
 fn uncommented(text: &str) -> String {
+    let name = |k: &str| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '-');
     text.lines()
         .map(|l| match l.strip_prefix("# ") {
+            Some(rest) if rest.split_once(" = ").is_some_and(|(k, _)| name(k)) => rest,
             Some(rest)
-                if rest.split_once(" = ").is_some_and(|(k, _)| {
-                    !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '-')
-                }) =>
+                if rest
+                    .strip_prefix('[')
+                    .and_then(|t| t.strip_suffix(']'))
+                    .is_some_and(name) =>
             {
                 rest
             }
