@@ -37,6 +37,36 @@ if ! command -v systemd-analyze >/dev/null 2>&1 || ! command -v systemd-sysusers
 fi
 export VIADUCT_REQUIRE_SYSTEMD=1
 
+# Browser end-to-end tests (control/tests/browser.rs): Debian's headless Chromium driven
+# by playwright-core (npm), and an aiortc client (PyPI) in a venv. They run in private
+# network namespaces (unshare -n), so they need root (or user namespaces) and iproute2.
+if [ ! -x /usr/lib/chromium/chromium ] && ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium (Debian package)" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "chromium missing and cannot install it (need root and apt-get): apt-get install chromium" >&2
+        exit 1
+    fi
+fi
+if ! command -v npm >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1 \
+    || ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing nodejs, npm and python3-venv (Debian packages)" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm python3 python3-venv >/dev/null
+    fi
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+fi
+if [ ! -x tests/aiortc/.venv/bin/python ]; then
+    python3 -m venv tests/aiortc/.venv
+fi
+tests/aiortc/.venv/bin/pip install -q --disable-pip-version-check -r tests/aiortc/requirements.txt
+export VIADUCT_REQUIRE_BROWSER=1
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked --doc
