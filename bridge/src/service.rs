@@ -18,6 +18,15 @@ use tracing_subscriber::EnvFilter;
 /// terminal; no timestamps when stderr is the journal (`JOURNAL_STREAM` names it),
 /// because journald stamps each line itself.
 pub fn init_logging(fallback: &str) {
+    // webrtc-dtls warns about every TLS 1.3 extension in a modern browser's ClientHello
+    // (Chromium: 9 lines a handshake); its errors still show.
+    let quiet;
+    let fallback = if fallback.contains("webrtc_dtls") {
+        fallback
+    } else {
+        quiet = format!("{fallback},webrtc_dtls=error");
+        &quiet
+    };
     let (filter, bad_rust_log) = match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => match EnvFilter::try_new(&v) {
             Ok(f) => (f, None),

@@ -36,7 +36,7 @@ pub fn start(config: config::Config) -> anyhow::Result<(app::AppState, watch::Re
     let writer = records.writer();
     let auth = auth::AuthState::new(config.auth, &config.jwt).context("loading the JWT keys")?;
     if config.auth == auth::AuthMode::Dev {
-        tracing::warn!("DEV AUTH: anyone who can reach {} gets a participant token from /dev/token; never use this beyond one machine", config.listen);
+        tracing::warn!("DEV AUTH: anyone who can reach this service gets a participant token from /dev/token; never use it beyond one machine");
     }
     let link = link::Link::spawn(config.bridge_socket.clone());
     let (exit, exit_rx) = watch::channel(false);

@@ -245,6 +245,10 @@ fn chromium_pages_call_chat_kick() {
     }
     for (who, t) in r["transport"].as_object().expect("transport") {
         assert_eq!(t["dtlsState"], "connected", "{who}: {t}");
+        // Chromium 156 offers DTLS 1.3 and lists AES_CM_128_HMAC_SHA1_80 first; the
+        // bridge answers DTLS 1.2 and chooses AEAD_AES_128_GCM by its own preference.
+        assert_eq!(t["tlsVersion"], "FEFD", "{who}: {t}");
+        assert_eq!(t["srtpCipher"], "SRTP_AEAD_AES_128_GCM", "{who}: {t}");
         assert!(
             t["candidatePair"]["remote"]
                 .as_str()

@@ -1,9 +1,12 @@
 //! DTLS-SRTP handshakes off the hot path (RFC 5764): one slow-path thread runs
 //! `webrtc-dtls` over in-memory connections, fed datagrams by workers (or peers) through
 //! a bounded queue, and hands back records to send and the exported SRTP keys. It never
-//! touches a socket; whoever owns the socket moves the bytes.
+//! touches a socket; whoever owns the socket moves the bytes. As the server it picks
+//! the SRTP profile by its own preference (`client_hello`).
 
-use std::collections::HashMap;
+pub mod client_hello;
+
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,6 +31,10 @@ pub const INPUT_QUEUE: usize = 4096;
 
 /// Records waiting in one session's inbox before the handshake task reads them.
 const SESSION_INBOX: usize = 64;
+
+/// Datagrams a server reads to find the whole first ClientHello before it gives up
+/// choosing the SRTP profile itself.
+const MAX_HELLO_DATAGRAMS: usize = 8;
 
 /// A handshake that has not finished after this long fails.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -341,16 +348,46 @@ async fn handshake(
     profiles: Arc<[SrtpProtectionProfile]>,
     id: SessionId,
     remote_fingerprint: String,
-    inbox: mpsc::Receiver<Vec<u8>>,
+    mut inbox: mpsc::Receiver<Vec<u8>>,
     out: Sender<Output>,
 ) {
     let started = Instant::now();
+    let mut early = VecDeque::new();
+    let chosen = match role {
+        Role::Client => profiles.to_vec(),
+        Role::Server => {
+            // Read the first ClientHello (keeping its datagrams for the handshake) to
+            // choose the profile by our preference, not the client's order.
+            let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+            let mut reader = client_hello::ClientHelloReader::default();
+            let offered = loop {
+                if early.len() >= MAX_HELLO_DATAGRAMS {
+                    break None;
+                }
+                match tokio::time::timeout_at(deadline, inbox.recv()).await {
+                    Ok(Some(d)) => {
+                        let offer = reader.push(&d);
+                        early.push_back(d);
+                        match offer {
+                            client_hello::Offer::Incomplete => {}
+                            client_hello::Offer::Profiles(p) => break Some(p),
+                            client_hello::Offer::Unreadable => break None,
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(_) => return fail(&out, id, "handshake timed out".to_owned()),
+                }
+            };
+            server_profiles(&profiles, offered.as_deref())
+        }
+    };
     let conn = Arc::new(ChanConn {
         id,
+        early: Mutex::new(early),
         inbox: Mutex::new(inbox),
         out: out.clone(),
     });
-    let config = dtls_config(&identity, role, &profiles, remote_fingerprint);
+    let config = dtls_config(&identity, role, &chosen, remote_fingerprint);
     let connect = DTLSConn::new(conn, config, role == Role::Client, None);
     let dtls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, connect).await {
         Ok(Ok(c)) => c,
@@ -385,6 +422,23 @@ async fn handshake(
     while dtls.read(&mut buf, None).await.is_ok() {}
 }
 
+/// The server's profile list for a client that offers `offered`: the first of ours
+/// (our preference order) that the client offers, alone, so the client's order cannot
+/// override it; everything of ours when the offer is unknown or shares nothing (the
+/// handshake then fails or proceeds as webrtc-dtls decides).
+fn server_profiles(
+    ours: &[SrtpProtectionProfile],
+    offered: Option<&[u16]>,
+) -> Vec<SrtpProtectionProfile> {
+    let Some(offered) = offered else {
+        return ours.to_vec();
+    };
+    match ours.iter().find(|p| offered.contains(&(**p as u16))) {
+        Some(best) => vec![*best],
+        None => ours.to_vec(),
+    }
+}
+
 fn fail(out: &Sender<Output>, id: SessionId, reason: String) {
     tracing::debug!(id, %reason, "DTLS session failed");
     let _ = out.send(Output::Failed { id, reason });
@@ -394,6 +448,8 @@ fn fail(out: &Sender<Output>, id: SessionId, reason: String) {
 /// output channel.
 struct ChanConn {
     id: SessionId,
+    /// Datagrams read before the handshake began (the ClientHello), delivered first.
+    early: Mutex<VecDeque<Vec<u8>>>,
     inbox: Mutex<mpsc::Receiver<Vec<u8>>>,
     out: Sender<Output>,
 }
@@ -411,6 +467,11 @@ impl util011::Conn for ChanConn {
     }
 
     async fn recv(&self, buf: &mut [u8]) -> util011::Result<usize> {
+        if let Some(data) = self.early.lock().await.pop_front() {
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            return Ok(n);
+        }
         let mut inbox = self.inbox.lock().await;
         match inbox.recv().await {
             Some(data) => {
@@ -516,6 +577,64 @@ mod tests {
             }
             other => panic!("unexpected outcome {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_server_prefers_gcm_whatever_the_client_order() {
+        let (ci, si) = (
+            Arc::new(Identity::generate().unwrap()),
+            Arc::new(Identity::generate().unwrap()),
+        );
+        // A client that lists CM-SHA1-80 first, as Chromium does.
+        let client = spawn_with_profiles(
+            ci.clone(),
+            Role::Client,
+            "dtls-c",
+            &[Profile::Aes128CmHmacSha1_80, Profile::AeadAes128Gcm],
+        )
+        .unwrap();
+        let server = spawn(si.clone(), Role::Server, "dtls-s").unwrap();
+        let (ctx, crx) = bounded(64);
+        let (stx, srx) = bounded(64);
+        server.start(2, ci.fingerprint(), stx).unwrap();
+        client.start(1, si.fingerprint(), ctx).unwrap();
+        match pump(&client, &server, &crx, &srx) {
+            (Output::Connected { keys: ck, .. }, Output::Connected { keys: sk, .. }) => {
+                assert_eq!(ck.profile, Profile::AeadAes128Gcm);
+                assert_eq!(sk.profile, Profile::AeadAes128Gcm);
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+        // A client that offers only CM-SHA1-80 gets it.
+        let client = spawn_with_profiles(
+            ci.clone(),
+            Role::Client,
+            "dtls-c2",
+            &[Profile::Aes128CmHmacSha1_80],
+        )
+        .unwrap();
+        let (ctx, crx) = bounded(64);
+        let (stx, srx) = bounded(64);
+        server.start(2, ci.fingerprint(), stx).unwrap();
+        client.start(1, si.fingerprint(), ctx).unwrap();
+        match pump(&client, &server, &crx, &srx) {
+            (Output::Connected { keys, .. }, Output::Connected { .. }) => {
+                assert_eq!(keys.profile, Profile::Aes128CmHmacSha1_80);
+            }
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_profile_choice() {
+        let ours = [
+            SrtpProtectionProfile::from(Profile::AeadAes128Gcm.dtls_id()),
+            SrtpProtectionProfile::from(Profile::Aes128CmHmacSha1_80.dtls_id()),
+        ];
+        assert_eq!(server_profiles(&ours, Some(&[1, 7, 8])), vec![ours[0]]);
+        assert_eq!(server_profiles(&ours, Some(&[1])), vec![ours[1]]);
+        assert_eq!(server_profiles(&ours, Some(&[2])), ours.to_vec());
+        assert_eq!(server_profiles(&ours, None), ours.to_vec());
     }
 
     #[test]
