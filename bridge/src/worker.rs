@@ -931,10 +931,21 @@ impl Worker {
             } else {
                 Duration::ZERO
             };
-            let (state, tx) = (&mut self.state, &mut self.tx);
+            let (state, tx, dtls_rx) = (&mut self.state, &mut self.tx, &self.dtls_rx);
             let mut batch_now = None;
             let result = self.backend.recv(timeout, &mut |buf, src| {
-                let now = *batch_now.get_or_insert_with(Instant::now);
+                let now = match batch_now {
+                    Some(now) => now,
+                    None => {
+                        // Woken by datagrams: first apply handshakes that finished while
+                        // the worker waited, so a peer's first SRTP packets right after
+                        // its handshake find their keys (one channel poll per batch).
+                        while let Ok(out) = dtls_rx.try_recv() {
+                            state.on_dtls(out, tx);
+                        }
+                        *batch_now.insert(Instant::now())
+                    }
+                };
                 state.on_datagram(now, buf, src, tx);
             });
             if let Err(e) = result {
