@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{allocation_from_colibri2, answer, Peers, Proc, Stack};
+use common::{colibri2_call, create_body, exchange, Peers, Proc, Stack};
 use serde_json::{json, Value};
 use viaduct_bridge::command::client::Client;
 use viaduct_bridge::command::protocol::RequestBody;
-use viaduct_bridge::peer::{Incoming, Peer};
+use viaduct_bridge::peer::Peer;
 
 const MEETING: &str = "appliance-call";
 
@@ -303,64 +303,15 @@ fn control_is_ready_while_the_bridge_is_away_pings_and_says_stopping() {
     assert_no_panic(&bridge_log);
 }
 
-fn create_body(meeting: &str, ids: &[&str]) -> Value {
-    json!({
-        "meeting-id": meeting, "name": "room@muc.example", "create": true,
-        "endpoints": ids.iter().map(|id| json!({"create": true, "id": id})).collect::<Vec<_>>()
-    })
-}
-
 /// A two-party call through colibri2 with connected peers.
 fn call(stack: &Stack, peers: &Peers) -> Vec<Peer> {
-    let r = stack.focus(
-        "POST",
-        "/colibri/v2/conferences",
+    colibri2_call(
+        stack,
+        peers,
+        MEETING,
         &create_body(MEETING, &["alice", "bob"]),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let created = r.json();
-    let mut out = Vec::new();
-    for (i, ep) in created["endpoints"].as_array().unwrap().iter().enumerate() {
-        let id = ep["id"].as_str().unwrap();
-        let mut peer = peers.peer();
-        let r = stack.focus(
-            "PATCH",
-            &format!("/colibri/v2/conferences/{MEETING}"),
-            &json!({"meeting-id": MEETING, "endpoints": [answer(&peer, id, 1000 + i as u32)]}),
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-        peer.connect(
-            &allocation_from_colibri2(MEETING, ep),
-            Duration::from_secs(10),
-        )
-        .expect("peer connects through the bridge");
-        out.push(peer);
-    }
-    out
-}
-
-/// Each peer sends `n` packets; returns how many each received from the other.
-fn exchange(peers: &mut [Peer], seq0: u16, n: u16) -> Vec<usize> {
-    for (i, p) in peers.iter_mut().enumerate() {
-        for k in 0..n {
-            let seq = seq0.wrapping_add(k);
-            p.send_rtp(1000 + i as u32, seq, u32::from(seq) * 960, false, b"media")
-                .unwrap();
-        }
-    }
-    peers
-        .iter_mut()
-        .map(|p| {
-            let mut count = 0;
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while count < n as usize && Instant::now() < deadline {
-                if let Ok(Some(Incoming::Rtp { .. })) = p.recv(Duration::from_millis(100)) {
-                    count += 1;
-                }
-            }
-            count
-        })
-        .collect()
+    )
+    .1
 }
 
 #[test]

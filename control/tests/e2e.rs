@@ -6,9 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{allocation_from_colibri2, answer, Peers, Stack};
+use common::{colibri2_call, exchange, Peers, Stack};
 use serde_json::{json, Value};
-use viaduct_bridge::peer::{Incoming, Peer};
+use viaduct_bridge::peer::Peer;
 
 const MEETING: &str = "beccf2ed-5441-4bfe-96d0-f0cb9d5b3e6a";
 
@@ -25,15 +25,10 @@ fn create_body(ids: &[&str]) -> Value {
     })
 }
 
-/// Creates a 2-endpoint conference through colibri2 and connects two peers.
+/// Creates a 2-endpoint conference through colibri2 (with every field a Jicofo sends)
+/// and connects two peers.
 fn call(stack: &Stack, peers: &Peers) -> Vec<Peer> {
-    let r = stack.focus(
-        "POST",
-        "/colibri/v2/conferences",
-        &create_body(&["alice", "bob"]),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let created = r.json();
+    let (created, out) = colibri2_call(stack, peers, MEETING, &create_body(&["alice", "bob"]));
     let eps = created["endpoints"].as_array().unwrap();
     assert_eq!(eps.len(), 2);
     assert_eq!(
@@ -41,58 +36,7 @@ fn call(stack: &Stack, peers: &Peers) -> Vec<Peer> {
         "urn:xmpp:jingle:transports:ice-udp:1"
     );
     assert_eq!(created["sources"][0]["id"], "jvb-a0");
-    let mut out = Vec::new();
-    for (i, ep) in eps.iter().enumerate() {
-        let id = ep["id"].as_str().unwrap();
-        let mut peer = peers.peer();
-        let r = stack.focus(
-            "PATCH",
-            &format!("/colibri/v2/conferences/{MEETING}"),
-            &json!({"meeting-id": MEETING, "endpoints": [answer(&peer, id, 1000 + i as u32)]}),
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-        peer.connect(
-            &allocation_from_colibri2(MEETING, ep),
-            Duration::from_secs(10),
-        )
-        .expect("peer connects through the bridge");
-        out.push(peer);
-    }
     out
-}
-
-/// Sends `n` packets from each peer to the other and returns how many each received.
-fn exchange(peers: &mut [Peer], seq0: u16, n: u16) -> Vec<usize> {
-    for (i, p) in peers.iter_mut().enumerate() {
-        for k in 0..n {
-            let seq = seq0.wrapping_add(k);
-            p.send_rtp(
-                1000 + i as u32,
-                seq,
-                u32::from(seq) * 960,
-                false,
-                format!("{i}:{seq}").as_bytes(),
-            )
-            .unwrap();
-        }
-    }
-    let mut got = Vec::new();
-    for (i, p) in peers.iter_mut().enumerate() {
-        let other = 1 - i;
-        let mut count = 0;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while count < n as usize && Instant::now() < deadline {
-            if let Some(Incoming::Rtp { ssrc, seq, payload }) =
-                p.recv(Duration::from_millis(100)).unwrap()
-            {
-                assert_eq!(ssrc, 1000 + other as u32);
-                assert_eq!(payload, format!("{other}:{seq}").into_bytes());
-                count += 1;
-            }
-        }
-        got.push(count);
-    }
-    got
 }
 
 fn promtool_check(text: &str) {

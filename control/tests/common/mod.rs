@@ -15,7 +15,7 @@ use viaduct_bridge::command::protocol::{
     Candidate, EndpointAllocation, Fingerprint, IceCredentials,
 };
 use viaduct_bridge::dtls::{self, DtlsHandle, Identity, Role};
-use viaduct_bridge::peer::Peer;
+use viaduct_bridge::peer::{Incoming, Peer};
 
 pub const SECRET: &str = "test-focus-secret";
 
@@ -392,4 +392,78 @@ pub fn answer(peer: &Peer, id: &str, ssrc: u32) -> Value {
         }},
         "sources": [{"type": "audio", "id": format!("{id}-a0"), "sources": [{"ssrc": ssrc, "name": format!("{id}-a0")}]}]
     })
+}
+
+/// A minimal colibri2 body creating conference `meeting` with endpoints `ids`.
+pub fn create_body(meeting: &str, ids: &[&str]) -> Value {
+    json!({
+        "meeting-id": meeting, "name": "room@muc.example", "create": true,
+        "endpoints": ids.iter().map(|id| json!({"create": true, "id": id})).collect::<Vec<_>>()
+    })
+}
+
+/// POSTs `body` (a colibri2 create), then for each created endpoint answers with a new
+/// peer's transport and audio SSRC `1000 + i` and connects the peer through the bridge.
+/// Returns the POST's reply and the connected peers, in endpoint order.
+pub fn colibri2_call(
+    stack: &Stack,
+    peers: &Peers,
+    meeting: &str,
+    body: &Value,
+) -> (Value, Vec<Peer>) {
+    let r = stack.focus("POST", "/colibri/v2/conferences", body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let created = r.json();
+    let mut out = Vec::new();
+    for (i, ep) in created["endpoints"].as_array().unwrap().iter().enumerate() {
+        let id = ep["id"].as_str().unwrap();
+        let mut peer = peers.peer();
+        let r = stack.focus(
+            "PATCH",
+            &format!("/colibri/v2/conferences/{meeting}"),
+            &json!({"meeting-id": meeting, "endpoints": [answer(&peer, id, 1000 + i as u32)]}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        peer.connect(
+            &allocation_from_colibri2(meeting, ep),
+            Duration::from_secs(10),
+        )
+        .expect("peer connects through the bridge");
+        out.push(peer);
+    }
+    (created, out)
+}
+
+/// Sends `n` packets from each peer to the other and returns how many each received.
+pub fn exchange(peers: &mut [Peer], seq0: u16, n: u16) -> Vec<usize> {
+    for (i, p) in peers.iter_mut().enumerate() {
+        for k in 0..n {
+            let seq = seq0.wrapping_add(k);
+            p.send_rtp(
+                1000 + i as u32,
+                seq,
+                u32::from(seq) * 960,
+                false,
+                format!("{i}:{seq}").as_bytes(),
+            )
+            .unwrap();
+        }
+    }
+    let mut got = Vec::new();
+    for (i, p) in peers.iter_mut().enumerate() {
+        let other = 1 - i;
+        let mut count = 0;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count < n as usize && Instant::now() < deadline {
+            if let Some(Incoming::Rtp { ssrc, seq, payload }) =
+                p.recv(Duration::from_millis(100)).unwrap()
+            {
+                assert_eq!(ssrc, 1000 + other as u32);
+                assert_eq!(payload, format!("{other}:{seq}").into_bytes());
+                count += 1;
+            }
+        }
+        got.push(count);
+    }
+    got
 }
