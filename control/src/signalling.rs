@@ -26,7 +26,8 @@ use crate::sdp::{self, Negotiation};
 
 /// Messages queued per connection before further ones are dropped (and counted).
 const QUEUE: usize = 256;
-/// How often the server pings an open connection.
+/// How often the server pings an open connection (more often if the idle timeout is
+/// shorter than three of these).
 const PING_EVERY: Duration = Duration::from_secs(15);
 /// Longest display name, in characters.
 const MAX_NAME_CHARS: usize = 64;
@@ -326,7 +327,7 @@ async fn run(mut socket: WebSocket, state: AppState, identity: Identity) {
         close,
         limit: RateLimit::new(limits.rate_limit_messages, limits.rate_limit_window),
     };
-    let mut ping = tokio::time::interval(PING_EVERY);
+    let mut ping = tokio::time::interval(PING_EVERY.min(limits.idle_timeout / 3));
     ping.tick().await;
     let mut last_seen = Instant::now();
     let ending = loop {

@@ -534,3 +534,35 @@ async fn bad_messages_get_errors_and_the_call_goes_on() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+    let mut stack = Stack::new(true);
+    let config = stack.dir.join("control.toml");
+    std::fs::write(&config, "[signalling]\nidle-timeout-s = 5\n").unwrap();
+    stack.control.take();
+    stack.start_control(&[
+        "--jwt-app-id",
+        APP,
+        "--jwt-app-secret",
+        JWT_SECRET,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    stack.wait_healthy();
+    let mut ws = connect(&stack, &token("quiet", "Zed", false)).await;
+    send(&mut ws, json!({"type": "join"})).await;
+    next_of(&mut ws, "joined").await;
+    // Read nothing (so the server's pings go unanswered) for longer than the timeout.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Ws::Close(_)))) => break true,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the idle connection is still open");
+    wait_endpoints(&stack, 0).await;
+}
