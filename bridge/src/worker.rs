@@ -765,13 +765,14 @@ impl WorkerState {
             self.counters.drops.malformed += 1;
             return;
         };
-        let ssrc = header.ssrc();
         let Some(c) = self.conferences[conf].as_mut() else {
             return;
         };
-        c.claim_ssrc(ssrc, slot);
-        let kind = c.kind(ssrc);
+        let received = c.on_rtp(header.ssrc(), header.sequence(), slot);
+        let kind = received.kind;
+        self.counters.rtp_expected += received.expected;
         if let Some(ep) = self.endpoints[slot].as_mut() {
+            ep.counters.rtp_expected += received.expected;
             let muted = match kind {
                 Some(MediaKind::Audio) => {
                     ep.counters.audio_in += 1;

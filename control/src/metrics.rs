@@ -52,6 +52,9 @@ pub struct Sample {
     pub inactive_endpoints: u64,
     /// Endpoints in the largest conference.
     pub largest_conference: u64,
+    /// Share of the RTP packets the senders' sequence numbers say were sent to the
+    /// bridge over the last period that never arrived (0..=1).
+    pub incoming_loss: f64,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -380,7 +383,7 @@ impl Metrics {
         );
         r.register(
             "loss_ratio",
-            "Packet loss ratio by direction. Not measured by the bridge yet: always 0",
+            "Packet loss ratio by direction: incoming from the senders' RTP sequence numbers over the last sampling period; outgoing not measured yet (always 0)",
             m.loss_ratio.clone(),
         );
         r.register(
@@ -632,6 +635,11 @@ impl Metrics {
         self.outgoing_packets_per_second
             .set(sample.outgoing_packets_per_second);
         self.stress_ratio.set(sample.stress);
+        self.loss_ratio
+            .get_or_create(&DirectionLabels {
+                direction: "incoming",
+            })
+            .set(sample.incoming_loss);
         self.endpoints_sending_audio
             .set(int(sample.endpoints_sending_audio));
         self.endpoints_sending_video
@@ -915,6 +923,7 @@ mod tests {
             endpoints_sending_video: 3,
             inactive_endpoints: 1,
             largest_conference: 7,
+            incoming_loss: 0.0,
         }
     }
 

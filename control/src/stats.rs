@@ -48,6 +48,15 @@ pub fn compute(
     let p = prev.map(|p| &p.totals);
     let rate = |f: fn(&Counters) -> u64| delta(f(t), p.map(f)) / secs;
     let bytes_in = rate(|c| c.bytes_in);
+    // Loss on the way in: what the senders' sequence numbers say was sent, less what
+    // arrived (and authenticated), over the period.
+    let expected = delta(t.rtp_expected, p.map(|c| c.rtp_expected));
+    let arrived = delta(t.rtp_in, p.map(|c| c.rtp_in));
+    let incoming_loss = if expected > 0.0 {
+        ((expected - arrived) / expected).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let bytes_out = rate(|c| c.bytes_out);
     let worker_stress: Vec<f64> = now
         .workers
@@ -99,6 +108,7 @@ pub fn compute(
         endpoints_sending_video: video,
         inactive_endpoints: inactive,
         largest_conference: sizes.values().copied().max().unwrap_or(0),
+        incoming_loss,
     }
 }
 
@@ -220,11 +230,13 @@ pub fn stats_json(state: &AppState) -> Value {
         "bit_rate_upload": s.outgoing_bits_per_second / 1000.0,
         "packet_rate_download": s.incoming_packets_per_second,
         "packet_rate_upload": s.outgoing_packets_per_second,
-        // Not measured yet: the bridge relays RTCP instead of terminating it.
+        // Incoming loss is measured from the senders' sequence numbers; RTT and outgoing
+        // loss are not yet (the bridge relays RTCP instead of terminating it), so the
+        // overall figure is the incoming one.
         "rtt_aggregate": 0.0,
-        "incoming_loss": 0.0,
+        "incoming_loss": s.incoming_loss,
         "outgoing_loss": 0.0,
-        "overall_loss": 0.0,
+        "overall_loss": s.incoming_loss,
         "stress_level": s.stress,
         "average_participant_stress": state.config.average_participant_stress,
         "total_conferences_created": inner.totals.conferences_created,
@@ -326,5 +338,28 @@ mod tests {
         let c = snap(500, 500, 1000, 1);
         let s = compute(Some(&b), &c, Duration::from_secs(1), 100_000.0);
         assert_eq!(s.incoming_packets_per_second, 500.0);
+    }
+
+    #[test]
+    fn incoming_loss_from_expected_and_arrived() {
+        let mut a = snap(0, 0, 0, 100);
+        a.totals.rtp_expected = 100;
+        let mut b = snap(0, 0, 0, 190);
+        // 100 more expected, 90 more arrived: 10% lost over the period.
+        b.totals.rtp_expected = 200;
+        let s = compute(Some(&a), &b, Duration::from_secs(1), 1.0);
+        assert!((s.incoming_loss - 0.1).abs() < 1e-9, "{}", s.incoming_loss);
+        // Nothing expected: no loss; more arrived than expected (reordering across
+        // the period boundary): clamped to 0.
+        assert_eq!(
+            compute(Some(&b), &b, Duration::from_secs(1), 1.0).incoming_loss,
+            0.0
+        );
+        let mut c = snap(0, 0, 0, 300);
+        c.totals.rtp_expected = 250;
+        assert_eq!(
+            compute(Some(&b), &c, Duration::from_secs(1), 1.0).incoming_loss,
+            0.0
+        );
     }
 }

@@ -126,6 +126,22 @@ fn colibri2_call_with_stats_metrics_and_records() {
     assert_eq!(metric(&m.body, "viaduct_bridge_link_up"), 1.0);
     promtool_check(&m.body);
 
+    // Every other packet "lost" on the way in: the stats see about half missing.
+    for k in 0..100u16 {
+        let seq = 20_000 + 2 * k;
+        call[0]
+            .send_rtp(1000, seq, u32::from(seq) * 960, false, b"gap")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = 0.0;
+    while Instant::now() < deadline && seen < 0.3 {
+        seen = stack.stats()["incoming_loss"].as_f64().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!((0.3..=0.7).contains(&seen), "incoming_loss {seen}");
+
     // Expire one endpoint, then the conference.
     let r = stack.focus(
         "PATCH",

@@ -319,6 +319,11 @@ pub struct Counters {
     /// RTP packets received on an SSRC declared as video.
     #[serde(default)]
     pub video_in: u64,
+    /// RTP packets expected from the senders' sequence numbers (RFC 3550 A.3: how far
+    /// each stream's highest sequence number advanced). `rtp_expected - rtp_in` over an
+    /// interval is what was lost on the way in.
+    #[serde(default)]
+    pub rtp_expected: u64,
     /// Drops, by reason.
     pub drops: Drops,
 }
@@ -362,6 +367,7 @@ impl Counters {
         self.rtcp_in += other.rtcp_in;
         self.audio_in += other.audio_in;
         self.video_in += other.video_in;
+        self.rtp_expected += other.rtp_expected;
         let (d, o) = (&mut self.drops, &other.drops);
         d.unbound_source += o.unbound_source;
         d.stun_malformed += o.stun_malformed;
