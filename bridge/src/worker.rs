@@ -22,8 +22,8 @@ use crate::endpoint::{DtlsState, Endpoint, EARLY_DTLS_RECORDS};
 use crate::forward::{self, RtcpRoute};
 use crate::ice::{lite, stun};
 use crate::io::{Backend, TxBatch};
-use crate::rtp;
 use crate::srtp::{SessionKeys, SrtpError};
+use crate::{rtcp, rtp};
 
 /// Longest a worker sleeps in its backend when idle: bounds how late it notices a
 /// command or a timer.
@@ -810,6 +810,22 @@ impl WorkerState {
         let Some(c) = self.conferences[conf].as_ref() else {
             return;
         };
+        // What receivers report about the streams the bridge forwards them.
+        let (mut blocks, mut lost) = (0u64, 0u64);
+        for packet in rtcp::iter(plain).flatten() {
+            for b in packet.report_blocks() {
+                if c.owner(b.ssrc).is_some_and(|o| o != slot) {
+                    blocks += 1;
+                    lost += u64::from(b.fraction_lost);
+                }
+            }
+        }
+        self.counters.report_blocks += blocks;
+        self.counters.report_fraction_lost += lost;
+        if let Some(ep) = self.endpoints[slot].as_mut() {
+            ep.counters.report_blocks += blocks;
+            ep.counters.report_fraction_lost += lost;
+        }
         match forward::route_rtcp(plain, slot, |ssrc| c.owner(ssrc)) {
             RtcpRoute::Everyone => {
                 for to in forward::rtp_receivers(&c.members, slot) {

@@ -55,6 +55,9 @@ pub struct Sample {
     /// Share of the RTP packets the senders' sequence numbers say were sent to the
     /// bridge over the last period that never arrived (0..=1).
     pub incoming_loss: f64,
+    /// Mean fraction lost in the receivers' reception reports over the last period
+    /// (what they miss of what the bridge forwards, end to end) (0..=1).
+    pub outgoing_loss: f64,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -383,7 +386,7 @@ impl Metrics {
         );
         r.register(
             "loss_ratio",
-            "Packet loss ratio by direction: incoming from the senders' RTP sequence numbers over the last sampling period; outgoing not measured yet (always 0)",
+            "Packet loss ratio over the last sampling period: incoming from the senders' RTP sequence numbers, outgoing from the receivers' reception reports",
             m.loss_ratio.clone(),
         );
         r.register(
@@ -640,6 +643,11 @@ impl Metrics {
                 direction: "incoming",
             })
             .set(sample.incoming_loss);
+        self.loss_ratio
+            .get_or_create(&DirectionLabels {
+                direction: "outgoing",
+            })
+            .set(sample.outgoing_loss);
         self.endpoints_sending_audio
             .set(int(sample.endpoints_sending_audio));
         self.endpoints_sending_video
@@ -924,6 +932,7 @@ mod tests {
             inactive_endpoints: 1,
             largest_conference: 7,
             incoming_loss: 0.0,
+            outgoing_loss: 0.0,
         }
     }
 

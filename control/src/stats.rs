@@ -57,6 +57,14 @@ pub fn compute(
     } else {
         0.0
     };
+    // Loss on the way out, as the receivers report it (fraction lost, /256, per block).
+    let blocks = delta(t.report_blocks, p.map(|c| c.report_blocks));
+    let outgoing_loss = if blocks > 0.0 {
+        (delta(t.report_fraction_lost, p.map(|c| c.report_fraction_lost)) / 256.0 / blocks)
+            .clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let bytes_out = rate(|c| c.bytes_out);
     let worker_stress: Vec<f64> = now
         .workers
@@ -109,6 +117,7 @@ pub fn compute(
         inactive_endpoints: inactive,
         largest_conference: sizes.values().copied().max().unwrap_or(0),
         incoming_loss,
+        outgoing_loss,
     }
 }
 
@@ -120,7 +129,7 @@ pub async fn run_sampler(state: AppState) {
     loop {
         tick.tick().await;
         let snapshot = match state.link.request(RequestBody::Stats).await {
-            Ok(Reply::Stats(s)) => Some(s),
+            Ok(Reply::Stats(s)) => Some(*s),
             Ok(_) => None,
             Err(e) => {
                 tracing::debug!(error = %e, "stats sample skipped");
@@ -230,13 +239,13 @@ pub fn stats_json(state: &AppState) -> Value {
         "bit_rate_upload": s.outgoing_bits_per_second / 1000.0,
         "packet_rate_download": s.incoming_packets_per_second,
         "packet_rate_upload": s.outgoing_packets_per_second,
-        // Incoming loss is measured from the senders' sequence numbers; RTT and outgoing
-        // loss are not yet (the bridge relays RTCP instead of terminating it), so the
-        // overall figure is the incoming one.
+        // Incoming loss from the senders' sequence numbers, outgoing from the receivers'
+        // reception reports; RTT is not measured yet (the bridge relays RTCP instead of
+        // sending its own reports).
         "rtt_aggregate": 0.0,
         "incoming_loss": s.incoming_loss,
-        "outgoing_loss": 0.0,
-        "overall_loss": s.incoming_loss,
+        "outgoing_loss": s.outgoing_loss,
+        "overall_loss": s.incoming_loss.max(s.outgoing_loss),
         "stress_level": s.stress,
         "average_participant_stress": state.config.average_participant_stress,
         "total_conferences_created": inner.totals.conferences_created,

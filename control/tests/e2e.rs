@@ -141,6 +141,20 @@ fn colibri2_call_with_stats_metrics_and_records() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!((0.3..=0.7).contains(&seen), "incoming_loss {seen}");
+    // Bob reports losing half of Alice's stream: the outgoing loss says so.
+    let mut rr = vec![0x81, 201, 0, 7];
+    rr.extend(1001u32.to_be_bytes()); // Bob's SSRC
+    rr.extend(1000u32.to_be_bytes()); // about Alice's
+    rr.extend([128, 0, 0, 10]); // fraction lost 128/256, cumulative 10
+    rr.extend([0u8; 16]); // highest seq, jitter, LSR, DLSR
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = 0.0;
+    while Instant::now() < deadline && seen < 0.4 {
+        call[1].send_rtcp(&rr).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        seen = stack.stats()["outgoing_loss"].as_f64().unwrap();
+    }
+    assert!((seen - 0.5).abs() < 1e-6, "outgoing_loss {seen}");
 
     // Expire one endpoint, then the conference.
     let r = stack.focus(

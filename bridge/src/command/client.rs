@@ -106,7 +106,7 @@ impl Client {
     /// The bridge's counters.
     pub fn stats(&mut self) -> Result<StatsSnapshot, ClientError> {
         match self.request(RequestBody::Stats)? {
-            Reply::Stats(s) => Ok(s),
+            Reply::Stats(s) => Ok(*s),
             other => Err(ClientError::Unexpected(Box::new(other))),
         }
     }

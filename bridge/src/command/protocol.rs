@@ -134,7 +134,7 @@ pub enum Reply {
     /// Update, expire: nothing to report but success.
     Done,
     /// Answer to [`RequestBody::Stats`].
-    Stats(StatsSnapshot),
+    Stats(Box<StatsSnapshot>),
     /// Answer to [`RequestBody::ListState`].
     State(StateSnapshot),
 }
@@ -324,6 +324,13 @@ pub struct Counters {
     /// interval is what was lost on the way in.
     #[serde(default)]
     pub rtp_expected: u64,
+    /// SR/RR reception report blocks received about streams of the conference.
+    #[serde(default)]
+    pub report_blocks: u64,
+    /// Sum of those blocks' fraction-lost fields (each /256): the mean over an interval
+    /// is the loss receivers see on what the bridge forwards to them (end to end).
+    #[serde(default)]
+    pub report_fraction_lost: u64,
     /// Drops, by reason.
     pub drops: Drops,
 }
@@ -368,6 +375,8 @@ impl Counters {
         self.audio_in += other.audio_in;
         self.video_in += other.video_in;
         self.rtp_expected += other.rtp_expected;
+        self.report_blocks += other.report_blocks;
+        self.report_fraction_lost += other.report_fraction_lost;
         let (d, o) = (&mut self.drops, &other.drops);
         d.unbound_source += o.unbound_source;
         d.stun_malformed += o.stun_malformed;

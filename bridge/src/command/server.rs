@@ -433,7 +433,7 @@ impl Hub {
                 tracing::info!(%conference, "conference expired");
                 Ok(Reply::Done)
             }
-            RequestBody::Stats => Ok(Reply::Stats(self.stats()?)),
+            RequestBody::Stats => Ok(Reply::Stats(Box::new(self.stats()?))),
             RequestBody::ListState => {
                 let mut conferences = Vec::new();
                 for w in 0..self.workers.len() {
