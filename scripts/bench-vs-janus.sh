@@ -163,10 +163,10 @@ EOF
 # profile PID OUT SECONDS: perf's top symbols of PID over SECONDS (best effort).
 profile() {
     [ "$PERF" = 1 ] && command -v perf >/dev/null 2>&1 || return 0
-    timeout $(($3 + 20)) perf record -q -F 499 -g -p "$1" -o "$DIR/perf.data" -- sleep "$3" \
+    timeout $(($3 + 20)) perf record -q -F 499 -p "$1" -o "$DIR/perf.data" -- sleep "$3" \
         >/dev/null 2>&1 || true
     timeout 60 perf report -q -i "$DIR/perf.data" --stdio --no-children --sort dso,sym \
-        --percent-limit 2 -g none 2>/dev/null | grep -v '^$' | head -12 >"$2" || true
+        --percent-limit 2 2>/dev/null | grep -v '^$' | head -12 >"$2" || true
     rm -f "$DIR/perf.data"
 }
 

@@ -10,7 +10,7 @@
 //! Teardown: `leave`, room `destroy`, `detach`, session `destroy`.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +35,9 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// ICE + DTLS time limit per PeerConnection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A subscription's streams: its mid → (the publisher's feed, the feed's mid).
+pub type StreamMap = HashMap<String, (u64, String)>;
 
 struct Room {
     id: u64,
@@ -254,11 +257,7 @@ impl Janus {
 
     /// Subscribes (one multistream PeerConnection) to every stream of `feeds`; returns
     /// the handle, Janus's SDP offer, and per mid the feed and the feed's mid.
-    pub fn subscribe(
-        &mut self,
-        conf: &str,
-        feeds: &[u64],
-    ) -> Result<(u64, String, HashMap<String, (u64, String)>)> {
+    pub fn subscribe(&mut self, conf: &str, feeds: &[u64]) -> Result<(u64, String, StreamMap)> {
         let room = self.room(conf)?;
         let h = self.new_handle(conf)?;
         let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
@@ -478,7 +477,7 @@ fn connect(
         })
         .collect();
     for a in &d.candidates {
-        if !allow_remote && !is_loopback(a.ip()) {
+        if !allow_remote && !a.ip().is_loopback() {
             bail!("Janus offered {a}, which is not loopback: refusing without --allow-remote");
         }
     }
@@ -502,10 +501,6 @@ fn connect(
     let profile = peer.connect(&alloc, CONNECT_TIMEOUT)?;
     tracing::debug!(index, ?profile, took = ?t.elapsed(), "connected to Janus");
     Ok(peer.into_parts()?)
-}
-
-fn is_loopback(ip: IpAddr) -> bool {
-    ip.is_loopback()
 }
 
 #[cfg(test)]
