@@ -33,6 +33,12 @@ const KEEPALIVE: Duration = Duration::from_secs(25);
 /// Longest wait for an asynchronous VideoRoom event.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a subscriber waits for a just-connected feed to be subscribable.
+const FEED_WAIT: Duration = Duration::from_secs(5);
+
+/// VideoRoom's error code for an unknown (or not yet active) feed.
+const NO_SUCH_FEED: &str = "\"error_code\":428";
+
 /// ICE + DTLS time limit per PeerConnection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -261,11 +267,19 @@ impl Janus {
         let room = self.room(conf)?;
         let h = self.new_handle(conf)?;
         let streams: Vec<Value> = feeds.iter().map(|f| json!({"feed": f})).collect();
-        let (data, jsep) = self.message(
-            h,
-            json!({"request": "join", "room": room, "ptype": "subscriber", "streams": streams}),
-            None,
-        )?;
+        let body =
+            json!({"request": "join", "room": room, "ptype": "subscriber", "streams": streams});
+        // A feed becomes subscribable once Janus has seen its PeerConnection come up,
+        // a moment after our side of the handshake finished: retry "No such feed".
+        let deadline = Instant::now() + FEED_WAIT;
+        let (data, jsep) = loop {
+            match self.message(h, body.clone(), None) {
+                Err(e) if e.to_string().contains(NO_SUCH_FEED) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other?,
+            }
+        };
         if data["videoroom"] != "attached" {
             bail!("subscriber did not attach: {data}");
         }
