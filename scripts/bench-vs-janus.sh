@@ -181,7 +181,7 @@ loadgen() { # loadgen NAME ARGS...: runs viaduct-loadgen, report in $DIR/NAME.js
     local pin_args=()
     [ "$PIN" = 1 ] && pin_args=(--cores "$LOAD_CORE")
     timeout "$LG_TIMEOUT" "$LOADGEN" "$@" "${pin_args[@]+"${pin_args[@]}"}" \
-        --participants "$PARTICIPANTS_RUN" --video-kbps 1500 --duration "$LG_DURATION" \
+        --participants "$PARTICIPANTS_RUN" --video-kbps 1500 --duration "${RUN_SECONDS:-$LG_DURATION}" \
         --p99-bound-ms "$P99_MS" --max-participants "$MAX_PARTICIPANTS" \
         --quiet --json "$DIR/$name.json" >"$DIR/$name.log" 2>&1 || rc=$?
     if [ "$rc" != 0 ] || [ ! -s "$DIR/$name.json" ]; then
@@ -262,8 +262,8 @@ if [ "$ONLY" != viaduct ]; then
     log "(j) capacity $JANUS_CAP participants"
     if [ "$JANUS_CAP" -gt 0 ]; then
         # One more run at capacity, profiled, with the threads' CPU time.
-        loadgen janus-at --target janus --janus-url "$JANUS_URL" --bridge-pid "$JANUS_PID" \
-            --conferences $((JANUS_CAP / PARTICIPANTS)) --duration "$AT_SECONDS" &
+        RUN_SECONDS=$AT_SECONDS loadgen janus-at --target janus --janus-url "$JANUS_URL" --bridge-pid "$JANUS_PID" \
+            --conferences $((JANUS_CAP / PARTICIPANTS)) &
         lg=$!
         sleep $((3 + JANUS_CAP / 3)) # joining: two PeerConnections of ~0.12 s per participant
         profile "$JANUS_PID" "$DIR/janus.perf" 5
@@ -281,8 +281,8 @@ if [ "$ONLY" != janus ]; then
         loadgen "$backend-cap" --bridge-socket "$DIR/bridge.sock" --bridge-pid "$BRIDGE_PID" --find-capacity || true
         if [ "$JANUS_CAP" -gt 0 ]; then
             log "($backend) at Janus's capacity, $JANUS_CAP participants"
-            loadgen "$backend-at" --bridge-socket "$DIR/bridge.sock" --bridge-pid "$BRIDGE_PID" \
-                --conferences $((JANUS_CAP / PARTICIPANTS)) --duration "$AT_SECONDS" &
+            RUN_SECONDS=$AT_SECONDS loadgen "$backend-at" --bridge-socket "$DIR/bridge.sock" --bridge-pid "$BRIDGE_PID" \
+                --conferences $((JANUS_CAP / PARTICIPANTS)) &
             lg=$!
             sleep $((3 + JANUS_CAP / 10))
             profile "$BRIDGE_PID" "$DIR/$backend.perf" 5
