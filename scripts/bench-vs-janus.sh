@@ -167,7 +167,7 @@ profile() {
     timeout $(($3 + 20)) perf record -q -F 499 -p "$1" -o "$DIR/perf.data" -- sleep "$3" \
         >/dev/null 2>&1 || true
     timeout 60 perf report -q -i "$DIR/perf.data" --stdio --no-children --sort dso,sym \
-        --percent-limit 2 2>/dev/null | grep -v '^$' | head -12 >"$2" || true
+        --percent-limit 2 2>/dev/null | grep -v '^$' | sed 's/^ *//' | head -12 >"$2" || true
     rm -f "$DIR/perf.data"
 }
 
@@ -326,7 +326,9 @@ def figures(r):
     dur = r.get("duration_s") or 0
     pps = r.get("forwarded_pps") or 0
     cpu = r.get("bridge_cpu_seconds")
+    own = r.get("loadgen_cpu_seconds")
     return {
+        "lg_share": own / dur if own is not None and dur else None,
         "cap": cap.get("participants"),
         "pps": pps,
         "cpu_share": cpu / dur if cpu is not None and dur else None,
@@ -354,30 +356,32 @@ out.append("Commit %s; load average before the run %s; `scripts/bench-vs-janus.s
            "a publisher and a multistream subscriber PeerConnection per participant; its forwarded "
            "packets are all decrypted by the load generator (Janus strips the send-time extension)." % (commit, loadavg, p99, lg_s))
 out.append("")
-out.append("| row | capacity (participants, one core) | forwarded pps per core at capacity | CPU per forwarded packet (µs) | SFU core busy | loss | p99 (ms) | SRTP profile |")
-out.append("|---|---|---|---|---|---|---|---|")
+out.append("| row | capacity (participants, one core) | forwarded pps per core at capacity | CPU per forwarded packet (µs) | SFU core busy | load generator core busy | loss | p99 (ms) | SRTP profile |")
+out.append("|---|---|---|---|---|---|---|---|---|")
 for name, k in rows:
     r = cap[k]
     if r is None:
-        out.append("| %s | not measured | | | | | | |" % name)
+        out.append("| %s | not measured | | | | | | | |" % name)
         continue
-    out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+    out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
         name, num(r["cap"], "%d"), num(r["pps"], "%.0f"), num(r["us_per_pkt"], "%.2f"),
         num(None if r["cpu_share"] is None else 100 * r["cpu_share"], "%.0f%%"),
+        num(None if r["lg_share"] is None else 100 * r["lg_share"], "%.0f%%"),
         num(None if r["loss"] is None else 100 * r["loss"], "%.3f%%"), num(r["p99"], "%.2f"), r["profiles"]))
 out.append("")
 if any(at[k] for k in ("mmsg", "uring")) and cap["janus"]:
-    out.append("At the same load (Janus's capacity, %s participants):" % jcap)
+    out.append("At the same load (Janus's capacity, %s participants; runs of 15 s, each profiled by perf for 5 s):" % jcap)
     out.append("")
-    out.append("| row | forwarded pps | CPU per forwarded packet (µs) | SFU core busy | loss | p99 (ms) |")
-    out.append("|---|---|---|---|---|---|")
+    out.append("| row | forwarded pps | CPU per forwarded packet (µs) | SFU core busy | load generator core busy | loss | p99 (ms) |")
+    out.append("|---|---|---|---|---|---|---|")
     for name, k in rows:
         r = at[k] or (cap[k] if k == "janus" else None)
         if r is None:
             continue
-        out.append("| %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s | %s | %s | %s | %s |" % (
             name, num(r["pps"], "%.0f"), num(r["us_per_pkt"], "%.2f"),
             num(None if r["cpu_share"] is None else 100 * r["cpu_share"], "%.0f%%"),
+            num(None if r["lg_share"] is None else 100 * r["lg_share"], "%.0f%%"),
             num(None if r["loss"] is None else 100 * r["loss"], "%.3f%%"), num(r["p99"], "%.2f")))
     out.append("")
 
