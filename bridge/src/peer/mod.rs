@@ -319,7 +319,7 @@ impl Peer {
                 sent.push(self.send_check(true)?);
             }
             let until = (Instant::now() + CHECK_INTERVAL).min(deadline);
-            while Instant::now() < until {
+            while Instant::now() < until && !self.ice_done(succeeded) {
                 let Some((n, from)) = self.recv_raw(until)? else {
                     break;
                 };
@@ -339,7 +339,7 @@ impl Peer {
                     succeeded = true;
                 }
             }
-            if succeeded && (!self.remote_full_ice || self.answered_checks > 0) {
+            if self.ice_done(succeeded) {
                 if self.remote_full_ice {
                     self.linger(Instant::now() + FULL_ICE_LINGER)?;
                 }
@@ -349,7 +349,12 @@ impl Peer {
         Err(PeerError::IceTimeout)
     }
 
-    /// Answers the remote's checks (and drops anything else) until `until`.
+    /// Our check succeeded and, against a full ICE agent, we answered one of its own.
+    fn ice_done(&self, succeeded: bool) -> bool {
+        succeeded && (!self.remote_full_ice || self.answered_checks > 0)
+    }
+
+    /// Answers the remote's checks (and keeps early DTLS records) until `until`.
     fn linger(&mut self, until: Instant) -> Result<(), PeerError> {
         while let Some((n, from)) = self.recv_raw(until)? {
             if Some(from) == self.bridge && !self.answer_check(n, from)? {
