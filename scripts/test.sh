@@ -66,6 +66,21 @@ if [ ! -x tests/aiortc/.venv/bin/python ]; then
 fi
 tests/aiortc/.venv/bin/pip install -q --disable-pip-version-check -r tests/aiortc/requirements.txt
 export VIADUCT_REQUIRE_BROWSER=1
+# --- Janus (benches/tests/janus.rs: Viaduct and Janus through the same load generator) ---
+# Needs the Debian package janus (1.1.x), plus ip (iproute2) and unshare (util-linux)
+# for the test's private network namespace, and root for that namespace.
+if ! command -v janus >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing janus and iproute2 (Debian packages)" >&2
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends janus iproute2 util-linux >/dev/null
+    else
+        echo "janus or ip missing and cannot install them (need root and apt-get): apt-get install janus iproute2" >&2
+        exit 1
+    fi
+fi
+export VIADUCT_REQUIRE_JANUS=1
+# --- end Janus ---
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -1,6 +1,7 @@
-//! `viaduct-loadgen`: synthetic WebRTC peers against a Viaduct bridge. It allocates
-//! conferences as a focus (through the control service's colibri2 API, or directly on
-//! the bridge's command socket), connects every peer through ICE and DTLS, sends SRTP
+//! `viaduct-loadgen`: synthetic WebRTC peers against a Viaduct bridge (or, for
+//! comparison, a Janus VideoRoom). It allocates conferences as a focus (through the
+//! control service's colibri2 API, or directly on the bridge's command socket) or
+//! through Janus's HTTP API, connects every peer through ICE and DTLS, sends SRTP
 //! audio and video on schedule, and reports forwarded packets per second, loss,
 //! latency, jitter and CPU as a table and as JSON; `--find-capacity` searches for the
 //! largest load within bounds. Loopback only unless `--allow-remote`; always bounded.
@@ -12,8 +13,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use viaduct_benches::loadgen::capacity::{self, Bounds};
-use viaduct_benches::loadgen::engine::{self, Scenario};
+use viaduct_benches::loadgen::engine::{self, PeerKit, Scenario, Target};
 use viaduct_benches::loadgen::focus::Focus;
+use viaduct_benches::loadgen::janus::{self, Janus};
 use viaduct_benches::loadgen::{cpu_seconds, plot, report};
 use viaduct_bridge::dtls::{self, Identity, Role};
 
@@ -21,9 +23,19 @@ use viaduct_bridge::dtls::{self, Identity, Role};
 #[command(
     name = "viaduct-loadgen",
     version,
-    about = "Synthetic WebRTC peers that load and measure a Viaduct bridge"
+    about = "Synthetic WebRTC peers that load and measure a Viaduct bridge (or a Janus VideoRoom)"
 )]
 struct Args {
+    /// The SFU: `viaduct` (give --control or --bridge-socket) or `janus` (--janus-url).
+    #[arg(long, value_enum, default_value_t = TargetKind::Viaduct)]
+    target: TargetKind,
+    /// Janus's HTTP API, for --target janus.
+    #[arg(long, default_value = "http://127.0.0.2:8088/janus")]
+    janus_url: String,
+    /// Local address of the peers' sockets (default 127.0.0.1; 127.0.0.2 for Janus,
+    /// whose libnice on 127.0.0.2 cannot reach 127.0.0.1).
+    #[arg(long)]
+    local_ip: Option<std::net::IpAddr>,
     /// The control service to allocate through (colibri2), e.g. http://127.0.0.1:8080.
     #[arg(long, conflicts_with = "bridge_socket")]
     control: Option<String>,
@@ -63,7 +75,7 @@ struct Args {
     /// Decrypt and check one received packet in this many (plus the first of each stream).
     #[arg(long, default_value_t = 16)]
     sample: u64,
-    /// The bridge's process id, to report its CPU time.
+    /// The bridge's (or Janus's) process id, to report its CPU time.
     #[arg(long)]
     bridge_pid: Option<u32>,
     /// Bridge cores, for per-core figures.
@@ -95,10 +107,22 @@ struct Args {
     quiet: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum TargetKind {
+    /// viaduct-bridge, through a focus.
+    Viaduct,
+    /// Janus's VideoRoom plugin, through its HTTP API.
+    Janus,
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        // webrtc-dtls warns of every DTLS 1.3 extension in a ClientHello: noise.
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,webrtc_dtls=error")),
+        )
         .with_writer(std::io::stderr)
         .init();
     if args.participants < 2 {
@@ -107,8 +131,24 @@ fn main() -> Result<()> {
     if args.duration == 0 || args.duration > 600 {
         bail!("--duration must be 1-600 seconds");
     }
-    let mut focus = match (&args.control, &args.bridge_socket) {
-        (Some(url), None) => {
+    let mut target = match (args.target, &args.control, &args.bridge_socket) {
+        (TargetKind::Janus, None, None) => {
+            let (addr, _) = janus::parse_url(&args.janus_url)?;
+            if !args.allow_remote && !addr.ip().is_loopback() {
+                bail!(
+                    "{} is not loopback: refusing without --allow-remote",
+                    args.janus_url
+                );
+            }
+            if args.simulcast {
+                bail!("--target janus sends one video layer: drop --simulcast");
+            }
+            Target::Janus(Box::new(Janus::connect(&args.janus_url)?))
+        }
+        (TargetKind::Janus, _, _) => {
+            bail!("--target janus takes --janus-url, not --control or --bridge-socket")
+        }
+        (TargetKind::Viaduct, Some(url), None) => {
             let secret = args
                 .focus_secret
                 .as_deref()
@@ -119,11 +159,15 @@ fn main() -> Result<()> {
                     bail!("{url} is not loopback: refusing without --allow-remote");
                 }
             }
-            f
+            Target::Viaduct(f)
         }
-        (None, Some(path)) => Focus::bridge(path)?,
-        _ => bail!("give --control URL or --bridge-socket PATH"),
+        (TargetKind::Viaduct, None, Some(path)) => Target::Viaduct(Focus::bridge(path)?),
+        _ => bail!("give --control URL or --bridge-socket PATH (or --target janus)"),
     };
+    let local_ip = args.local_ip.unwrap_or(match args.target {
+        TargetKind::Viaduct => [127, 0, 0, 1].into(),
+        TargetKind::Janus => [127, 0, 0, 2].into(),
+    });
     let scenario = Scenario {
         conferences: args.conferences.max(1),
         participants: args.participants,
@@ -142,7 +186,12 @@ fn main() -> Result<()> {
         progress: !args.quiet,
     };
     let identity = Arc::new(Identity::generate()?);
-    let dtls = dtls::spawn(identity.clone(), Role::Client, "loadgen-dtls")?;
+    let kit = PeerKit {
+        client: dtls::spawn(identity.clone(), Role::Client, "loadgen-dtls")?,
+        server: dtls::spawn(identity.clone(), Role::Server, "loadgen-dtls-s")?,
+        identity: identity.clone(),
+        local_ip,
+    };
     let run_id = format!("lg{}", std::process::id());
     let mut trial_no = 0;
     let mut trial = |conferences: usize| -> Result<report::Report> {
@@ -152,7 +201,7 @@ fn main() -> Result<()> {
             ..scenario.clone()
         };
         let prefix = format!("{run_id}-t{trial_no}");
-        let peers = engine::connect(&mut focus, &s, &prefix, &dtls, &identity);
+        let peers = engine::connect(&mut target, &s, &prefix, &kit);
         let result = peers.and_then(|peers| {
             let bridge0 = args.bridge_pid.and_then(|p| cpu_seconds(&p.to_string()));
             let self0 = cpu_seconds("self");
@@ -164,7 +213,7 @@ fn main() -> Result<()> {
             Ok(report::build(&r, &s, bridge, own))
         });
         for c in 0..conferences {
-            focus.expire_conference(&format!("{prefix}-{c}"));
+            target.expire_conference(&format!("{prefix}-{c}"));
         }
         let r = result?;
         if args.find_capacity && !args.quiet {

@@ -1,11 +1,12 @@
-//! Running synthetic peers: connect them (through a focus, ICE, DTLS), then on a few
+//! Running synthetic peers: connect them (through a [`Target`]: a Viaduct focus or
+//! Janus's API; then ICE, DTLS), then on a few
 //! pinned threads send each peer's audio and video on schedule and receive everything
 //! the bridge forwards, counting every packet by its clear RTP header, timing it by its
 //! send-time extension, and decrypting a sample to check authentication and payload.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use viaduct_bridge::peer::{Peer, PeerParts};
 use viaduct_bridge::srtp::{Context, SrtpError};
 
 use super::focus::{self, Focus};
+use super::janus::Janus;
 use super::traffic::{self, Plan};
 
 /// After senders stop, receivers wait this long for packets in flight.
@@ -65,10 +67,48 @@ pub struct Participant {
     pub index: u32,
     /// Its conference number.
     pub conference: usize,
-    /// Socket, keys, bridge address.
+    /// Socket, keys, bridge address (what it sends on, and receives on unless
+    /// `receive` is set).
     pub parts: PeerParts,
     /// What it sends.
     pub plan: Plan,
+    /// A separate PeerConnection it receives on (a Janus subscriber).
+    pub receive: Option<PeerParts>,
+    /// SSRCs as they arrive → the senders' SSRCs (empty: the SFU keeps SSRCs).
+    pub ssrc_map: HashMap<u32, u32>,
+}
+
+/// How peers get their remote transport and how their sources are announced.
+pub enum Target {
+    /// A Viaduct bridge, through a focus (colibri2 or the bridge's command socket):
+    /// one PeerConnection per participant, sources announced by the focus.
+    Viaduct(Focus),
+    /// A Janus VideoRoom, through Janus's HTTP API: SDP offers and answers, a publisher
+    /// and a subscriber PeerConnection per participant.
+    Janus(Box<Janus>),
+}
+
+impl Target {
+    /// Ends a conference (errors ignored: cleanup).
+    pub fn expire_conference(&mut self, id: &str) {
+        match self {
+            Self::Viaduct(f) => f.expire_conference(id),
+            Self::Janus(j) => j.expire_room(id),
+        }
+    }
+}
+
+/// What peers are made of: DTLS threads of both roles, the certificate, and the
+/// address their sockets bind to.
+pub struct PeerKit {
+    /// DTLS client thread (the usual role).
+    pub client: DtlsHandle,
+    /// DTLS server thread (when the remote's SDP says `a=setup:active`).
+    pub server: DtlsHandle,
+    /// Our certificate.
+    pub identity: Arc<Identity>,
+    /// Local address of the peers' sockets.
+    pub local_ip: IpAddr,
 }
 
 fn check_loopback(addr: SocketAddr, allow_remote: bool) -> Result<()> {
@@ -92,65 +132,93 @@ fn bar(progress: bool, len: u64, msg: &str) -> ProgressBar {
     b
 }
 
-/// Allocates the scenario's conferences through `focus` (ids `{prefix}-{n}`) and
-/// connects every participant through ICE and DTLS.
+/// Allocates the scenario's conferences on `target` (ids `{prefix}-{n}`) and connects
+/// every participant through ICE and DTLS.
 pub fn connect(
-    focus: &mut Focus,
+    target: &mut Target,
     s: &Scenario,
     prefix: &str,
-    dtls: &DtlsHandle,
-    identity: &Arc<Identity>,
+    kit: &PeerKit,
 ) -> Result<Vec<Participant>> {
     let total = s.conferences * s.participants;
     let progress = bar(s.progress, total as u64, "joining");
     let pace = (s.join_rate > 0.0).then(|| Duration::from_secs_f64(1.0 / s.join_rate));
     let started = Instant::now();
+    let mut before_join = |index: u32| {
+        if let Some(pace) = pace {
+            let due = started + pace * index;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+    };
+    let mut joined = || progress.inc(1);
     let mut out = Vec::with_capacity(total);
     for c in 0..s.conferences {
         let conf = format!("{prefix}-{c}");
-        focus.create_conference(&conf)?;
-        for p in 0..s.participants {
-            let index = (c * s.participants + p) as u32;
-            if let Some(pace) = pace {
-                let due = started + pace * index;
-                std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            }
-            let endpoint = format!("p{index}");
-            let alloc = focus.create_endpoint(&conf, &endpoint)?;
-            for cand in &alloc.candidates {
-                if let Ok(ip) = cand.ip.parse() {
-                    check_loopback(SocketAddr::new(ip, cand.port), s.allow_remote)?;
+        match target {
+            Target::Viaduct(focus) => {
+                focus.create_conference(&conf)?;
+                for p in 0..s.participants {
+                    let index = (c * s.participants + p) as u32;
+                    before_join(index);
+                    out.push(connect_viaduct(focus, s, &conf, c, p, index, kit)?);
+                    joined();
                 }
             }
-            let plan = Plan::new(p < s.audio_senders, s.video_kbps, s.fps, s.simulcast);
-            let video: Vec<u32> = plan
-                .video_layers
-                .iter()
-                .map(|&(stream, _)| traffic::ssrc(index, stream))
-                .collect();
-            let mut peer = Peer::bind("127.0.0.1:0".parse()?, dtls.clone(), identity.clone())?;
-            focus.update_endpoint(
-                &conf,
-                &endpoint,
-                peer.ice_credentials(),
-                peer.fingerprint(),
-                focus::sources(traffic::ssrc(index, traffic::AUDIO), &video),
-            )?;
-            peer.connect(&alloc, Duration::from_secs(10))
-                .with_context(|| format!("connecting {endpoint} of {conf}"))?;
-            let parts = peer.into_parts()?;
-            check_loopback(parts.bridge, s.allow_remote)?;
-            out.push(Participant {
-                index,
-                conference: c,
-                parts,
-                plan,
-            });
-            progress.inc(1);
+            Target::Janus(j) => {
+                out.extend(j.connect_conference(&conf, c, s, kit, &mut before_join, &mut joined)?)
+            }
         }
     }
     progress.finish_and_clear();
     Ok(out)
+}
+
+fn connect_viaduct(
+    focus: &mut Focus,
+    s: &Scenario,
+    conf: &str,
+    c: usize,
+    p: usize,
+    index: u32,
+    kit: &PeerKit,
+) -> Result<Participant> {
+    let endpoint = format!("p{index}");
+    let alloc = focus.create_endpoint(conf, &endpoint)?;
+    for cand in &alloc.candidates {
+        if let Ok(ip) = cand.ip.parse() {
+            check_loopback(SocketAddr::new(ip, cand.port), s.allow_remote)?;
+        }
+    }
+    let plan = Plan::new(p < s.audio_senders, s.video_kbps, s.fps, s.simulcast);
+    let video: Vec<u32> = plan
+        .video_layers
+        .iter()
+        .map(|&(stream, _)| traffic::ssrc(index, stream))
+        .collect();
+    let mut peer = Peer::bind(
+        SocketAddr::new(kit.local_ip, 0),
+        kit.client.clone(),
+        kit.identity.clone(),
+    )?;
+    focus.update_endpoint(
+        conf,
+        &endpoint,
+        peer.ice_credentials(),
+        peer.fingerprint(),
+        focus::sources(traffic::ssrc(index, traffic::AUDIO), &video),
+    )?;
+    peer.connect(&alloc, Duration::from_secs(10))
+        .with_context(|| format!("connecting {endpoint} of {conf}"))?;
+    let parts = peer.into_parts()?;
+    check_loopback(parts.bridge, s.allow_remote)?;
+    Ok(Participant {
+        index,
+        conference: c,
+        parts,
+        plan,
+        receive: None,
+        ssrc_map: HashMap::new(),
+    })
 }
 
 /// One received stream at one receiver.
@@ -184,6 +252,32 @@ pub struct ReceiverResult {
     pub other: u64,
 }
 
+impl ReceiverResult {
+    /// Adds what the same receiver saw on another of its PeerConnections.
+    fn merge(&mut self, other: ReceiverResult) {
+        for (ssrc, st) in other.streams {
+            let mine = self.streams.entry(ssrc).or_default();
+            mine.received += st.received;
+            mine.jitter_ns = mine.jitter_ns.max(st.jitter_ns);
+        }
+        self.checked += other.checked;
+        self.auth_failures += other.auth_failures;
+        self.payload_mismatches += other.payload_mismatches;
+        self.replays += other.replays;
+        self.other += other.other;
+    }
+}
+
+/// A peer's socket made ready for the receiving task (large buffers, non-blocking).
+fn receive_socket(socket: std::net::UdpSocket) -> Result<Rc<tokio::net::UdpSocket>> {
+    // Room for bursts while this thread serves other peers (best effort).
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(1 << 20);
+    socket.set_nonblocking(true)?;
+    Ok(Rc::new(tokio::net::UdpSocket::from_std(socket)?))
+}
+
 /// Per-second figures of the whole run.
 #[derive(Clone, Debug)]
 pub struct Second {
@@ -209,6 +303,8 @@ pub struct RunResult {
     pub duration: Duration,
     /// The participants' plans, by index, and their conferences.
     pub plans: Vec<(u32, usize, Plan)>,
+    /// The SRTP profiles DTLS negotiated (each once).
+    pub profiles: Vec<String>,
 }
 
 fn histogram() -> Histogram<u64> {
@@ -231,6 +327,15 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
         .iter()
         .map(|p| (p.index, p.conference, p.plan.clone()))
         .collect();
+    let mut profiles: Vec<String> = Vec::new();
+    for p in &participants {
+        for parts in std::iter::once(&p.parts).chain(&p.receive) {
+            let name = format!("{:?}", parts.profile);
+            if !profiles.contains(&name) {
+                profiles.push(name);
+            }
+        }
+    }
     let cores = if s.cores.is_empty() {
         vec![usize::MAX]
     } else {
@@ -300,6 +405,7 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
         seconds: Vec::new(),
         duration: s.duration,
         plans,
+        profiles,
     };
     for h in handles {
         let w = h
@@ -377,13 +483,8 @@ async fn worker(
             ..
         } = p.parts;
         sessions.push(session);
-        // Room for bursts while this thread serves other peers (best effort).
-        let sock = socket2::SockRef::from(&socket);
-        let _ = sock.set_recv_buffer_size(4 << 20);
-        let _ = sock.set_send_buffer_size(1 << 20);
-        socket.set_nonblocking(true)?;
         let send_socket = socket.try_clone()?;
-        let socket = Rc::new(tokio::net::UdpSocket::from_std(socket)?);
+        let socket = receive_socket(socket)?;
         // Spread the peers' phases over one audio period so sends do not come in bursts.
         let phase = Duration::from_micros((20_000 * k / n) as u64);
         senders.push(Sender {
@@ -396,22 +497,32 @@ async fn worker(
             next_frame: epoch + phase,
             seq: [0; 4],
         });
-        let rx = ReceiverResult {
+        let rx = || ReceiverResult {
             index: p.index,
             conference: p.conference,
             ..Default::default()
         };
-        receivers.push(tokio::task::spawn_local(receive(
-            socket,
-            inbound,
-            rx,
-            epoch,
-            epoch_unix_ns,
-            send_until + GRACE,
-            sample,
-            shared.clone(),
-            live.clone(),
-        )));
+        let mut listen = |socket, inbound, map| {
+            receivers.push(tokio::task::spawn_local(receive(
+                socket,
+                inbound,
+                rx(),
+                Rc::new(map),
+                epoch,
+                epoch_unix_ns,
+                send_until + GRACE,
+                sample,
+                shared.clone(),
+                live.clone(),
+            )));
+        };
+        listen(socket, inbound, HashMap::new());
+        // A separate receiving PeerConnection: the sending one then only gets RTCP,
+        // still drained (and counted as other).
+        if let Some(r) = p.receive {
+            sessions.push(r.session);
+            listen(receive_socket(r.socket)?, r.inbound, p.ssrc_map);
+        }
     }
     // Sending runs on its own thread (pinned like this one), so that a burst of
     // receiving does not hold sends back and turn them into bursts for the bridge.
@@ -428,9 +539,13 @@ async fn worker(
             }
             send(&mut senders, epoch, send_until, &sender_live)
         })?;
-    let mut results = Vec::new();
+    let mut results: Vec<ReceiverResult> = Vec::new();
     for r in receivers {
-        results.push(r.await?);
+        let r = r.await?;
+        match results.last_mut() {
+            Some(last) if last.index == r.index => last.merge(r),
+            _ => results.push(r),
+        }
     }
     let (sent, send_failures) = sender
         .join()
@@ -579,6 +694,7 @@ async fn receive(
     socket: Rc<tokio::net::UdpSocket>,
     mut inbound: Context,
     mut rx: ReceiverResult,
+    map: Rc<HashMap<u32, u32>>,
     epoch: Instant,
     epoch_unix_ns: u64,
     until: Instant,
@@ -611,6 +727,7 @@ async fn receive(
                     arrival_ns,
                     &mut inbound,
                     &mut rx,
+                    &map,
                     sample,
                     &shared,
                     &live,
@@ -624,57 +741,71 @@ async fn receive(
     rx
 }
 
+/// Counts one received datagram. The stream is the sender's SSRC (through `map` when
+/// the SFU rewrites SSRCs). Latency comes from the clear send-time extension; an SFU
+/// that strips unknown extensions (Janus) makes every packet decrypted, for the send
+/// time in its payload.
 #[allow(clippy::too_many_arguments)]
 fn on_packet(
     pkt: &mut [u8],
     now_ns: u64,
     inbound: &mut Context,
     rx: &mut ReceiverResult,
+    map: &HashMap<u32, u32>,
     sample: u64,
     shared: &Rc<RefCell<Shared>>,
     live: &Live,
 ) {
     let n = pkt.len();
+    if n < 12 || !(128..=191).contains(&pkt[0]) || viaduct_bridge::rtp::is_rtcp(pkt) {
+        rx.other += 1;
+        return;
+    }
+    let wire_ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
+    let rewritten = !map.is_empty();
+    let ssrc = map.get(&wire_ssrc).copied().unwrap_or(wire_ssrc);
+    live.received.fetch_add(1, Ordering::Relaxed);
+    let stream = rx.streams.entry(ssrc).or_default();
+    stream.received += 1;
+    let mut sent_ns = traffic::send_time(pkt);
+    if sent_ns.is_none()
+        || stream.received <= ALWAYS_CHECK_FIRST
+        || stream.received.is_multiple_of(sample)
     {
-        if n < 12 || !(128..=191).contains(&pkt[0]) || viaduct_bridge::rtp::is_rtcp(pkt) {
-            rx.other += 1;
-            return;
-        }
-        let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
-        live.received.fetch_add(1, Ordering::Relaxed);
-        let stream = rx.streams.entry(ssrc).or_default();
-        stream.received += 1;
-        if let Some(sent_ns) = traffic::send_time(pkt) {
-            let transit = now_ns as i64 - sent_ns as i64;
-            if let Some(last) = stream.last_transit {
-                let d = (transit - last).unsigned_abs() as f64;
-                stream.jitter_ns += (d - stream.jitter_ns) / 16.0;
-            }
-            stream.last_transit = Some(transit);
-            let us = (transit.max(1) as u64 / 1000).clamp(1, MAX_LATENCY_US);
-            let mut sh = shared.borrow_mut();
-            let _ = sh.latency.record(us);
-            let second = (now_ns / 1_000_000_000) as usize;
-            while sh.seconds.len() <= second {
-                sh.seconds.push(Second {
-                    received: 0,
-                    latency: histogram(),
-                });
-            }
-            sh.seconds[second].received += 1;
-            let _ = sh.seconds[second].latency.record(us);
-        }
-        if stream.received <= ALWAYS_CHECK_FIRST || stream.received.is_multiple_of(sample) {
-            rx.checked += 1;
-            match inbound.unprotect_rtp(pkt) {
-                Ok(len) => {
-                    if !traffic::payload_ok(&pkt[..len]) {
-                        rx.payload_mismatches += 1;
-                    }
+        rx.checked += 1;
+        match inbound.unprotect_rtp(pkt) {
+            Ok(len) => {
+                let plain = &mut pkt[..len];
+                if rewritten {
+                    plain[8..12].copy_from_slice(&ssrc.to_be_bytes());
                 }
-                Err(SrtpError::Replayed) => rx.replays += 1,
-                Err(_) => rx.auth_failures += 1,
+                match traffic::check_payload(plain, !rewritten) {
+                    Some(t) => sent_ns = sent_ns.or(Some(t)),
+                    None => rx.payload_mismatches += 1,
+                }
             }
+            Err(SrtpError::Replayed) => rx.replays += 1,
+            Err(_) => rx.auth_failures += 1,
         }
+    }
+    if let Some(sent_ns) = sent_ns {
+        let transit = now_ns as i64 - sent_ns as i64;
+        if let Some(last) = stream.last_transit {
+            let d = (transit - last).unsigned_abs() as f64;
+            stream.jitter_ns += (d - stream.jitter_ns) / 16.0;
+        }
+        stream.last_transit = Some(transit);
+        let us = (transit.max(1) as u64 / 1000).clamp(1, MAX_LATENCY_US);
+        let mut sh = shared.borrow_mut();
+        let _ = sh.latency.record(us);
+        let second = (now_ns / 1_000_000_000) as usize;
+        while sh.seconds.len() <= second {
+            sh.seconds.push(Second {
+                received: 0,
+                latency: histogram(),
+            });
+        }
+        sh.seconds[second].received += 1;
+        let _ = sh.seconds[second].latency.record(us);
     }
 }

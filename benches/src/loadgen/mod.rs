@@ -1,13 +1,16 @@
-//! `viaduct-loadgen`'s library: acting as a focus (`focus`), what peers send
-//! (`traffic`), running them and measuring (`engine`), the report (`report`), plots
-//! (`plot`), and the capacity search (`capacity`).
+//! `viaduct-loadgen`'s library: acting as a focus (`focus`), or signalling through
+//! Janus's API (`janus`, with `sdp`), what peers send (`traffic`), running them and
+//! measuring (`engine`), the report (`report`), plots (`plot`), and the capacity search
+//! (`capacity`).
 
 pub mod capacity;
 pub mod engine;
 pub mod focus;
+pub mod janus;
 pub mod plot;
 pub mod report;
 pub mod rx_time;
+pub mod sdp;
 pub mod traffic;
 
 /// User + system CPU seconds of process `pid` (or `self`), from `/proc/<pid>/stat`.

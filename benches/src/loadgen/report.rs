@@ -106,6 +106,8 @@ pub struct Report {
     pub payload_mismatches: u64,
     /// Checked packets refused as replays (duplicates).
     pub replays: u64,
+    /// SRTP profiles DTLS negotiated with the SFU.
+    pub srtp_profiles: Vec<String>,
     /// One-way latency through the bridge.
     pub latency_ms: Latency,
     /// Mean interarrival jitter over streams, ms.
@@ -212,6 +214,7 @@ pub fn build(
         auth_failures: auth,
         payload_mismatches: mismatch,
         replays,
+        srtp_profiles: r.profiles.clone(),
         latency_ms: Latency {
             p50: q(0.5),
             p99: q(0.99),
@@ -292,6 +295,7 @@ pub fn table(r: &Report) -> String {
         ),
     );
     row(&mut out, "jitter (mean)", format!("{:.3} ms", r.jitter_ms));
+    row(&mut out, "SRTP profiles", r.srtp_profiles.join(", "));
     row(
         &mut out,
         "checked / auth failures",

@@ -89,28 +89,37 @@ pub fn send_time(packet: &[u8]) -> Option<u64> {
 /// Checks a decrypted packet's payload against its header: the sender and stream
 /// match the SSRC, the send time matches the header's, and the filler is intact.
 pub fn payload_ok(plain: &[u8]) -> bool {
-    let Ok(h) = viaduct_bridge::rtp::RtpHeader::parse(plain) else {
-        return false;
-    };
-    let Some((participant, stream)) = owner(h.ssrc()) else {
-        return false;
-    };
+    check_payload(plain, true).is_some()
+}
+
+/// [`payload_ok`] that returns the payload's send time. With `strict` false (an SFU
+/// that rewrites sequence numbers and strips extensions) the sequence number and a
+/// missing send-time extension are not held against the packet; the SSRC must
+/// already be the sender's.
+pub fn check_payload(plain: &[u8], strict: bool) -> Option<u64> {
+    let h = viaduct_bridge::rtp::RtpHeader::parse(plain).ok()?;
+    let (participant, stream) = owner(h.ssrc())?;
     let p = h.payload();
     if p.len() < PAYLOAD_HEAD {
-        return false;
+        return None;
     }
     let sent = h
         .extension(EXT_SEND_TIME)
         .and_then(|v| v.try_into().ok())
         .map(u64::from_be_bytes);
-    let ext_seq = u64::from_be_bytes(p[5..13].try_into().unwrap_or([0; 8]));
-    p[0..4] == participant.to_be_bytes()
+    let ext_seq = u64::from_be_bytes(p[5..13].try_into().ok()?);
+    let payload_sent = u64::from_be_bytes(p[13..21].try_into().ok()?);
+    let ok = p[0..4] == participant.to_be_bytes()
         && p[4] == stream
-        && (ext_seq as u16) == h.sequence()
-        && Some(u64::from_be_bytes(p[13..21].try_into().unwrap_or([0; 8]))) == sent
+        && (!strict || (ext_seq as u16) == h.sequence())
+        && match sent {
+            Some(t) => t == payload_sent,
+            None => !strict,
+        }
         && p[PAYLOAD_HEAD..]
             .iter()
-            .all(|&b| b == filler(participant, ext_seq))
+            .all(|&b| b == filler(participant, ext_seq));
+    ok.then_some(payload_sent)
 }
 
 /// What one participant sends.
@@ -193,6 +202,12 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 1;
         assert!(!payload_ok(&bad));
+        // As an SFU that rewrites the sequence number and strips extensions sends it.
+        let mut rewritten = pkt.to_vec();
+        rewritten[2..4].copy_from_slice(&999u16.to_be_bytes());
+        assert!(!payload_ok(&rewritten));
+        assert_eq!(check_payload(&rewritten, false), Some(123_456));
+        assert_eq!(check_payload(&bad, false), None);
     }
 
     #[test]

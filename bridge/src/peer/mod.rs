@@ -1,6 +1,8 @@
 //! The client half of a call, for tests and the load generator: ICE as the controlling
-//! agent (binding requests with USE-CANDIDATE), a DTLS client handshake through a
-//! [`DtlsHandle`], then SRTP/SRTCP both ways over one blocking UDP socket.
+//! agent (binding requests with USE-CANDIDATE, and answers to the remote's own checks
+//! when it is a full ICE agent), a DTLS handshake through a [`DtlsHandle`] (client
+//! against the bridge; client or server against other SFUs, as the SDP's `a=setup`
+//! says), then SRTP/SRTCP both ways over one blocking UDP socket.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +27,16 @@ const CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Priority a peer puts in its checks (a host candidate's, RFC 8445 5.1.2.1).
 const PEER_PRIORITY: u32 = (126 << 24) | (65535 << 8) | 255;
+
+/// The peer's ICE tie-breaker: the largest, so that a full ICE agent that also thinks
+/// it controls (the offerer, RFC 8445 6.1.1) yields the role (RFC 8445 7.3.1.1) and a
+/// peer never has to switch to controlled. An ICE-lite bridge ignores it.
+const TIEBREAKER: u64 = u64::MAX;
+
+/// After ICE succeeds against a full agent, how long the peer keeps answering its
+/// checks before starting DTLS, so the agent has seen its own check succeed and
+/// accepts the first flight.
+const FULL_ICE_LINGER: Duration = Duration::from_millis(20);
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -116,6 +128,9 @@ pub struct Peer {
     dtls_tx: Sender<dtls::Output>,
     dtls_rx: Receiver<dtls::Output>,
     tiebreaker: u64,
+    remote_full_ice: bool,
+    answered_checks: u64,
+    early_dtls: Vec<Vec<u8>>,
     outbound: Option<Context>,
     inbound: Option<Context>,
     profile: Option<Profile>,
@@ -147,7 +162,10 @@ impl Peer {
             session: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             dtls_tx,
             dtls_rx,
-            tiebreaker: rng.gen(),
+            tiebreaker: TIEBREAKER,
+            remote_full_ice: false,
+            answered_checks: 0,
+            early_dtls: Vec::new(),
             outbound: None,
             inbound: None,
             profile: None,
@@ -208,6 +226,25 @@ impl Peer {
             value: self.identity.fingerprint().to_owned(),
             setup: Some("active".into()),
         }
+    }
+
+    /// Runs the handshake on another DTLS thread: one of the other role, when the
+    /// remote's SDP answered `a=setup:active` and the peer must be the DTLS server.
+    /// Call before [`Peer::connect`].
+    pub fn use_dtls(&mut self, dtls: DtlsHandle) {
+        self.dtls = dtls;
+    }
+
+    /// Says the remote is a full ICE agent (Janus, a browser), not ICE-lite: it sends its
+    /// own checks, which the peer always answers; with this set, [`Peer::connect`] also
+    /// waits for the first of them before starting DTLS.
+    pub fn set_remote_full_ice(&mut self, full: bool) {
+        self.remote_full_ice = full;
+    }
+
+    /// Binding requests from the remote the peer has answered.
+    pub fn answered_checks(&self) -> u64 {
+        self.answered_checks
     }
 
     /// The negotiated SRTP profile, once connected.
@@ -276,14 +313,20 @@ impl Peer {
             .map(|r| r.pwd.clone())
             .unwrap_or_default();
         let mut sent = Vec::new();
+        let mut succeeded = false;
         while Instant::now() < deadline {
-            sent.push(self.send_check(true)?);
-            let until = Instant::now() + CHECK_INTERVAL;
-            while Instant::now() < until {
+            if !succeeded {
+                sent.push(self.send_check(true)?);
+            }
+            let until = (Instant::now() + CHECK_INTERVAL).min(deadline);
+            while Instant::now() < until && !self.ice_done(succeeded) {
                 let Some((n, from)) = self.recv_raw(until)? else {
                     break;
                 };
                 if Some(from) != self.bridge {
+                    continue;
+                }
+                if self.answer_check(n, from)? || self.keep_early_dtls(n) {
                     continue;
                 }
                 let Ok(msg) = StunMessage::parse(&self.buf[..n]) else {
@@ -293,11 +336,76 @@ impl Peer {
                     && sent.contains(msg.transaction_id())
                     && msg.verify_integrity(pwd.as_bytes())
                 {
-                    return Ok(());
+                    succeeded = true;
                 }
+            }
+            if self.ice_done(succeeded) {
+                if self.remote_full_ice {
+                    self.linger(Instant::now() + FULL_ICE_LINGER)?;
+                }
+                return Ok(());
             }
         }
         Err(PeerError::IceTimeout)
+    }
+
+    /// Our check succeeded and, against a full ICE agent, we answered one of its own.
+    fn ice_done(&self, succeeded: bool) -> bool {
+        succeeded && (!self.remote_full_ice || self.answered_checks > 0)
+    }
+
+    /// Answers the remote's checks (and keeps early DTLS records) until `until`.
+    fn linger(&mut self, until: Instant) -> Result<(), PeerError> {
+        while let Some((n, from)) = self.recv_raw(until)? {
+            if Some(from) == self.bridge && !self.answer_check(n, from)? {
+                self.keep_early_dtls(n);
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps a DTLS record that arrives before our handshake starts (a full ICE agent
+    /// that is the DTLS client sends its ClientHello as soon as its own check
+    /// succeeds), to hand to DTLS then instead of waiting for a retransmission.
+    fn keep_early_dtls(&mut self, n: usize) -> bool {
+        if n == 0 || !(20..=63).contains(&self.buf[0]) {
+            return false;
+        }
+        if self.early_dtls.len() < 16 {
+            self.early_dtls.push(self.buf[..n].to_vec());
+        }
+        true
+    }
+
+    /// If the `n` bytes in the buffer are a binding request for us (USERNAME
+    /// `ours:theirs`, MESSAGE-INTEGRITY with our password), answers it (RFC 8445 7.3)
+    /// and returns true.
+    fn answer_check(&mut self, n: usize, from: SocketAddr) -> Result<bool, PeerError> {
+        if n == 0 || !stun::is_stun(self.buf[0]) {
+            return Ok(false);
+        }
+        let Ok(msg) = StunMessage::parse(&self.buf[..n]) else {
+            return Ok(false);
+        };
+        if !msg.is_binding_request() {
+            return Ok(false);
+        }
+        let ours = format!("{}:", self.local_ice.ufrag);
+        let for_us = msg
+            .username()
+            .is_some_and(|u| u.starts_with(ours.as_bytes()));
+        if !for_us || !msg.verify_integrity(self.local_ice.pwd.as_bytes()) {
+            return Ok(true);
+        }
+        let txid = *msg.transaction_id();
+        let mut out = [0u8; 512];
+        if let Ok(len) =
+            stun::write_binding_success(&mut out, &txid, from, self.local_ice.pwd.as_bytes())
+        {
+            self.socket.send_to(&out[..len], from)?;
+            self.answered_checks += 1;
+        }
+        Ok(true)
     }
 
     fn run_dtls(
@@ -309,6 +417,9 @@ impl Peer {
         self.dtls
             .start(self.session, remote_fingerprint, self.dtls_tx.clone())
             .map_err(|e| PeerError::Dtls(e.to_string()))?;
+        for record in std::mem::take(&mut self.early_dtls) {
+            let _ = self.dtls.datagram(self.session, &record);
+        }
         while Instant::now() < deadline {
             while let Ok(out) = self.dtls_rx.try_recv() {
                 match out {
@@ -328,6 +439,8 @@ impl Peer {
             if let Some((n, from)) = self.recv_raw(until)? {
                 if Some(from) == self.bridge && (20..=63).contains(&self.buf[0]) {
                     let _ = self.dtls.datagram(self.session, &self.buf[..n]);
+                } else if Some(from) == self.bridge {
+                    self.answer_check(n, from)?;
                 }
             }
         }
@@ -421,6 +534,9 @@ impl Peer {
             if Some(from) != self.bridge {
                 continue;
             }
+            if self.answer_check(n, from)? {
+                return Ok(Some(Incoming::Control));
+            }
             return Ok(Some(self.classify(n)));
         }
     }
@@ -455,5 +571,63 @@ impl Peer {
             },
             Err(e) => Incoming::Refused(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> Peer {
+        let identity = Arc::new(Identity::generate().unwrap());
+        let dtls = dtls::spawn(identity.clone(), dtls::Role::Client, "peer-test").unwrap();
+        Peer::bind("127.0.0.1:0".parse().unwrap(), dtls, identity).unwrap()
+    }
+
+    /// A full ICE agent's check to the peer gets a success response with our integrity
+    /// and its own address mapped; one with the wrong password or user is not answered.
+    #[test]
+    fn answers_checks_from_a_full_agent() {
+        let mut p = peer();
+        let remote = UdpSocket::bind("127.0.0.1:0").unwrap();
+        remote
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        p.bridge = Some(remote.local_addr().unwrap());
+        let ours = p.ice_credentials();
+        let to = p.local_addr().unwrap();
+        let check = |user: &str, pwd: &str, txid: [u8; 12]| {
+            let mut out = [0u8; 512];
+            let n = stun::write_binding_request(
+                &mut out,
+                &txid,
+                user.as_bytes(),
+                pwd.as_bytes(),
+                1,
+                7,
+                false,
+            )
+            .unwrap();
+            remote.send_to(&out[..n], to).unwrap();
+        };
+        check(&format!("{}:them", ours.ufrag), "wrong-password", [1; 12]);
+        check(&format!("other:{}", ours.ufrag), &ours.pwd, [2; 12]);
+        check(&format!("{}:them", ours.ufrag), &ours.pwd, [3; 12]);
+        for _ in 0..3 {
+            assert_eq!(
+                p.recv(Duration::from_millis(300)).unwrap(),
+                Some(Incoming::Control)
+            );
+        }
+        assert_eq!(p.answered_checks(), 1);
+        let mut buf = [0u8; 512];
+        let (n, from) = remote.recv_from(&mut buf).unwrap();
+        assert_eq!(from, to);
+        let msg = StunMessage::parse(&buf[..n]).unwrap();
+        assert_eq!(msg.class(), stun::Class::Success);
+        assert_eq!(msg.transaction_id(), &[3; 12]);
+        assert!(msg.verify_integrity(ours.pwd.as_bytes()));
+        assert_eq!(msg.xor_mapped_address(), Some(remote.local_addr().unwrap()));
+        assert!(remote.recv_from(&mut buf).is_err(), "answered a bad check");
     }
 }
