@@ -232,6 +232,18 @@ pub(super) struct XskBackend {
     zero_copy: bool,
     syscalls: u64,
     calls: u32,
+    /// Datagrams by path, logged when the backend closes.
+    paths: Paths,
+}
+
+/// How many datagrams took which path.
+#[derive(Clone, Copy, Debug, Default)]
+struct Paths {
+    rx_xsk: u64,
+    rx_kernel: u64,
+    rx_declined: u64,
+    tx_xsk: u64,
+    tx_kernel: u64,
 }
 
 impl XskBackend {
@@ -297,6 +309,7 @@ impl XskBackend {
             zero_copy,
             syscalls: 0,
             calls: 0,
+            paths: Paths::default(),
             attached,
         };
         // Every receive frame starts in the fill ring.
@@ -365,6 +378,7 @@ impl XskBackend {
                 refill,
                 neighbours,
                 ifindex,
+                paths,
                 ..
             } = self;
             let mut rx = rings.rx.receive(RECV_BATCH as u32);
@@ -376,6 +390,7 @@ impl XskBackend {
                     continue;
                 };
                 let Ok(r) = frame::parse(bytes, *ifindex) else {
+                    paths.rx_declined += 1;
                     continue;
                 };
                 if neighbours.get(&r.src.ip()) != Some(r.src_mac) {
@@ -385,6 +400,7 @@ impl XskBackend {
                 delivered += 1;
             }
             rx.release();
+            paths.rx_xsk += delivered as u64;
         }
         if !self.refill.is_empty() {
             let n = {
@@ -458,10 +474,12 @@ impl XskBackend {
         &mut self,
         on_datagram: &mut dyn FnMut(&mut [u8], SocketAddr),
     ) -> io::Result<usize> {
-        match &mut self.kernel {
-            Some(k) => k.recv(Duration::ZERO, on_datagram),
-            None => Ok(0),
-        }
+        let n = match &mut self.kernel {
+            Some(k) => k.recv(Duration::ZERO, on_datagram)?,
+            None => 0,
+        };
+        self.paths.rx_kernel += n as u64;
+        Ok(n)
     }
 
     /// Queue `data` for the kernel path, flushing the slow batch when it is full; returns
@@ -476,10 +494,12 @@ impl XskBackend {
     }
 
     fn slow_flush(&mut self) -> io::Result<usize> {
-        match &mut self.kernel {
-            Some(k) if !self.slow.is_empty() => k.send(&mut self.slow),
-            _ => Ok(0),
-        }
+        let n = match &mut self.kernel {
+            Some(k) if !self.slow.is_empty() => k.send(&mut self.slow)?,
+            _ => 0,
+        };
+        self.paths.tx_kernel += n as u64;
+        Ok(n)
     }
 
     /// Put the collected descriptors on the transmit ring and kick the kernel; frames the
@@ -498,6 +518,7 @@ impl XskBackend {
             self.free_tx.push(d.addr);
         }
         self.descs.clear();
+        self.paths.tx_xsk += n as u64;
         // Copy mode sends at most 32 frames per wake-up; zero-copy drivers only need one
         // when they ask for it.
         let mut kicks = 0;
@@ -518,6 +539,20 @@ impl Drop for XskBackend {
         // Stop steering this port to a socket that is going away; the kernel removes the
         // socket from the XSKMAP itself when it closes.
         let _ = self.attached.program.register(self.queue, 0, None);
+        let p = self.paths;
+        let stats = self.rings.user.statistics_v2().ok();
+        tracing::info!(
+            queue = self.queue,
+            rx_xsk = p.rx_xsk,
+            rx_kernel = p.rx_kernel,
+            rx_declined = p.rx_declined,
+            tx_xsk = p.tx_xsk,
+            tx_kernel = p.tx_kernel,
+            xsk_rx_dropped = stats.as_ref().map(|s| s.rx_dropped),
+            xsk_fill_ring_empty = stats.as_ref().map(|s| s.rx_fill_ring_empty_descs),
+            neighbours = self.neighbours.len(),
+            "AF_XDP socket closed"
+        );
     }
 }
 
