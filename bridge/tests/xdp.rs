@@ -14,15 +14,13 @@ use std::time::{Duration, Instant};
 use common::{Call, Net};
 use viaduct_bridge::srtp::Profile;
 
-/// Whether this test binary's bridge has AF_XDP; if not, skip (or fail when required).
+/// Whether this test binary's bridge has AF_XDP; if not, skip: the default build has no
+/// AF_XDP by design (scripts/test.sh runs these again with `--features xdp`, where
+/// missing machine support fails under `VIADUCT_REQUIRE_XDP=1`).
 fn xdp_built() -> bool {
     if viaduct_bridge::io::xdp::compiled_in() {
         return true;
     }
-    assert!(
-        !common::netns::required(),
-        "VIADUCT_REQUIRE_XDP=1 but the bridge was built without the `xdp` feature"
-    );
     eprintln!("skipped: built without the `xdp` feature (cargo test --features xdp)");
     false
 }

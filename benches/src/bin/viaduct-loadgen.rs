@@ -90,6 +90,9 @@ struct Args {
     /// Allow a bridge whose candidates are not loopback.
     #[arg(long)]
     allow_remote: bool,
+    /// Address the synthetic peers bind (with --allow-remote: one that reaches the bridge).
+    #[arg(long, default_value = "127.0.0.1")]
+    local: std::net::IpAddr,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
@@ -139,6 +142,7 @@ fn main() -> Result<()> {
         cores: args.cores.clone(),
         sample: args.sample.max(1),
         allow_remote: args.allow_remote,
+        local: args.local,
         progress: !args.quiet,
     };
     let identity = Arc::new(Identity::generate()?);

@@ -55,6 +55,8 @@ pub struct Scenario {
     pub sample: u64,
     /// Allow candidates that are not loopback.
     pub allow_remote: bool,
+    /// Address the synthetic peers bind (port chosen by the kernel).
+    pub local: std::net::IpAddr,
     /// Show progress bars.
     pub progress: bool,
 }
@@ -128,7 +130,7 @@ pub fn connect(
                 .iter()
                 .map(|&(stream, _)| traffic::ssrc(index, stream))
                 .collect();
-            let mut peer = Peer::bind("127.0.0.1:0".parse()?, dtls.clone(), identity.clone())?;
+            let mut peer = Peer::bind(SocketAddr::new(s.local, 0), dtls.clone(), identity.clone())?;
             focus.update_endpoint(
                 &conf,
                 &endpoint,
