@@ -111,6 +111,7 @@ pub const fn compiled_in() -> bool {
 
 /// The XDP program attached to an interface, shared by the workers; it detaches (bpf_link)
 /// when the last worker's backend and the opener are gone, or when the process exits.
+#[cfg_attr(not(feature = "xdp"), allow(dead_code))] // never built without the feature
 pub struct Attached {
     #[cfg(feature = "xdp")]
     program: program::Program,

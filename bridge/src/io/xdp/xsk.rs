@@ -577,7 +577,7 @@ impl Backend for XskBackend {
         self.reap();
         self.calls = self.calls.wrapping_add(1);
         let mut n = self.drain(on_datagram);
-        if n == 0 || self.calls % KERNEL_POLL_EVERY == 0 {
+        if n == 0 || self.calls.is_multiple_of(KERNEL_POLL_EVERY) {
             n += self.kernel_recv(on_datagram)?;
         }
         if n == 0 && !timeout.is_zero() && self.wait(timeout)? {
