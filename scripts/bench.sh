@@ -14,7 +14,8 @@
 #       by `viaduct-loadgen --find-capacity`;
 #   (d) over a veth pair between two network namespaces (bridge in one, load generator in
 #       the other; needs root): viaduct-bridge on mmsg, io_uring and AF_XDP (`--features
-#       xdp`), each driven by `viaduct-loadgen --find-capacity` (kernel sockets);
+#       xdp`), each driven by `viaduct-loadgen --find-capacity` (kernel sockets), and the
+#       raw AF_XDP reference: `udp-reflector serve --io-backend xdp` stepped as in (a);
 # prints a table (forwarded pps per bridge core, participants per core at < 0.1% loss,
 # p99 added latency, and the ratios (b)/(a), (c)/(a), (c)/(b), xdp vs the best kernel
 # backend on veth) and appends it, with the machine's description, to BENCHMARKS.md.
@@ -125,7 +126,7 @@ if [ "$BUILD" = 1 ]; then
     if [ "$ONLY" = all ] || [ "$ONLY" = veth ]; then
         # The AF_XDP row needs the bridge built with the xdp feature (clang); the other
         # rows do not change with it.
-        cargo build --release --locked -p viaduct-bridge --features xdp >&2 ||
+        cargo build --release --locked -p viaduct-bridge -p viaduct-benches --features xdp >&2 ||
             log "could not build the xdp feature: the AF_XDP row will be missing"
     fi
 fi
@@ -307,10 +308,55 @@ veth_run() { # veth_run BACKEND OUTFILE
     fi
 }
 
+veth_raw_step() { # veth_raw_step CONFERENCES OUTFILE: the reflector on AF_XDP in A, its load in B
+    local err=$DIR/reflector-veth.err i addr= pid
+    : >"$err"
+    ip netns exec "$NSA" "$REFLECTOR" serve --bind 10.77.1.1:0 --io-backend xdp \
+        --xdp-iface "$VETH_A" --xdp-mode "${BENCH_XDP_MODE:-auto}" --core "$BRIDGE_CORE" \
+        --seconds $((STEP_SECONDS + 60)) >"$DIR/rawveth-reflector-$1.json" 2>"$err" &
+    pid=$!
+    STARTED+=("$pid")
+    for i in $(seq 100); do
+        addr=$(sed -n 's/^udp-reflector: serving on \([0-9.:]*\) .*/\1/p' "$err")
+        [ -n "$addr" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ -z "$addr" ]; then
+        log "the AF_XDP reflector did not start: $(tail -3 "$err")"
+        stop_pid "$pid"
+        return 1
+    fi
+    timeout $((STEP_SECONDS + 30)) ip netns exec "$NSB" "$REFLECTOR" load --target "$addr" \
+        --local 10.77.1.2 --conferences "$1" --participants "$PARTICIPANTS" \
+        --audio-pps 50 --audio-bytes 120 --video-pps 150 --video-bytes 1200 \
+        --seconds "$STEP_SECONDS" --core "$LOAD_CORE" --reflector-pid "$pid" >"$2" ||
+        log "  udp-reflector load failed (exit $?)"
+    stop_pid "$pid"
+}
+
 if { [ "$ONLY" = all ] || [ "$ONLY" = veth ]; } && [ -z "$FAKE" ] && veth_setup; then
     for backend in mmsg uring xdp; do
         log "(d) Viaduct over veth, $backend backend"
         veth_run "$backend" "$DIR/veth-$backend.json" || rm -f "$DIR/veth-$backend.json"
+    done
+    log "(d) raw AF_XDP reference over veth: udp-reflector (xdp) in $NSA, load in $NSB"
+    best_pps=0
+    raw_begin=$(date +%s)
+    for conf in $(seq 1 "$RAW_MAX"); do
+        out=$DIR/rawveth-$conf.json
+        veth_raw_step "$conf" "$out" || break
+        verdict=$(judge "$out" "$best_pps")
+        if [ "$verdict" != pass ]; then
+            log "  $conf conference(s): $verdict, retrying once"
+            veth_raw_step "$conf" "$out" || break
+            verdict=$(judge "$out" "$best_pps")
+        fi
+        echo "$verdict" >"$DIR/rawveth-$conf.verdict"
+        log "  $conf conference(s): $(jget "$out" '"%.0f pps, loss %.4f%%, p99 %.2f ms" % (d["forwarded_pps"], 100 * d["loss_ratio"], d["latency_ms"]["p99"])') $verdict"
+        [ "$verdict" = pass ] || break
+        best_pps=$(jget "$out" 'd["forwarded_pps"]')
+        [ $(($(date +%s) - raw_begin)) -le "$RAW_DEADLINE" ] || { log "  time limit"; break; }
     done
 fi
 
@@ -426,11 +472,25 @@ if any(veth.values()):
             out.append("| Viaduct, %s | %s | %s | %s | %s | %s |" % (
                 b, num(r["pps"], "%.0f"), num(r["participants"], "%g"), num(r["p99"], "%.2f"),
                 num(None if r["cpu"] is None else 100 * r["cpu"], "%.0f%%"), r["note"]))
+    rawveth = []
+    for path in glob.glob(os.path.join(dirname, "rawveth-[0-9]*.json")):
+        d = load(path)
+        vp = path[:-5] + ".verdict"
+        if d and os.path.exists(vp) and open(vp).read().strip() in ("pass", "flat"):
+            rawveth.append(d)
+    rv = None
+    if rawveth:
+        b = max(rawveth, key=lambda d: d["forwarded_pps"])
+        rv = {"pps": b["forwarded_pps"], "participants": b["participants"]}
+        out.append("| raw AF_XDP reference (udp-reflector, xdp) | %.0f | %s | %.2f | %s | %d conferences; load side %.0f%% CPU |" % (
+            b["forwarded_pps"], b["participants"], b["latency_ms"]["p99"],
+            num(None if b.get("reflector_cpu_share") is None else 100 * b["reflector_cpu_share"], "%.0f%%"),
+            b["conferences"], 100 * b["load_cpu_share"]))
     kernel = [r for r in (veth["mmsg"], veth["uring"]) if r and r.get("pps")]
     best = max(kernel, key=lambda r: r["pps"]) if kernel else None
     out.append("")
-    out.append("xdp vs the best kernel backend on veth: forwarded pps %s, participants %s." % (
-        ratio(veth["xdp"], best, "pps"), ratio(veth["xdp"], best, "participants")))
+    out.append("xdp vs the best kernel backend on veth: forwarded pps %s, participants %s; xdp vs the raw AF_XDP reference: forwarded pps %s." % (
+        ratio(veth["xdp"], best, "pps"), ratio(veth["xdp"], best, "participants"), ratio(veth["xdp"], rv, "pps")))
     out.append("")
     for b, r in veth.items():
         if r and r["trials"]:
