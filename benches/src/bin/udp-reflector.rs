@@ -227,7 +227,14 @@ struct ServeCounters {
 }
 
 fn serve(flags: &Flags) -> Result<()> {
-    flags.check_known(&["bind", "io-backend", "core", "seconds", "xdp-iface", "xdp-mode"])?;
+    flags.check_known(&[
+        "bind",
+        "io-backend",
+        "core",
+        "seconds",
+        "xdp-iface",
+        "xdp-mode",
+    ])?;
     let bind: SocketAddr = flags.required("bind")?;
     let choice: IoChoice = flags.get("io-backend", IoChoice::Mmsg)?;
     if choice == IoChoice::Auto {
@@ -365,7 +372,11 @@ fn write_packet(buf: &mut [u8], s: &Stream, micros: u64) -> usize {
 /// ephemeral port that another SO_REUSEADDR socket (an earlier participant, or the
 /// reflector itself) already has; two participants on one port would share its datagrams,
 /// so such sockets are set aside until every participant has a port of its own.
-fn participant_sockets(n: usize, target: SocketAddr, local: std::net::IpAddr) -> Result<Vec<UdpSocket>> {
+fn participant_sockets(
+    n: usize,
+    target: SocketAddr,
+    local: std::net::IpAddr,
+) -> Result<Vec<UdpSocket>> {
     let mut ports = std::collections::HashSet::from([target.port()]);
     let mut sockets = Vec::with_capacity(n);
     let mut set_aside = Vec::new();

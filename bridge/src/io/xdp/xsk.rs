@@ -403,13 +403,18 @@ impl XskBackend {
             paths.rx_xsk += delivered as u64;
         }
         if !self.refill.is_empty() {
-            let n = {
-                let mut fill = self.rings.device.fill(self.refill.len() as u32);
-                let n = fill.insert(self.refill.iter().copied());
+            // Retried like a transmit (see `transmit`): a stale cached view gives short inserts.
+            let mut n = 0;
+            while n < self.refill.len() {
+                let mut fill = self.rings.device.fill((self.refill.len() - n) as u32);
+                let k = fill.insert(self.refill[n..].iter().copied()) as usize;
                 fill.commit();
-                n
-            };
-            self.refill.drain(..n as usize);
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            self.refill.drain(..n);
             if self.rings.device.needs_wakeup() {
                 self.syscalls += 1;
                 self.rings.device.wake();
@@ -508,12 +513,19 @@ impl XskBackend {
         if self.descs.is_empty() {
             return 0;
         }
-        let n = {
-            let mut w = self.rings.tx.transmit(self.descs.len() as u32);
-            let n = w.insert(self.descs.iter().copied()) as usize;
+        // xdpilone serves a reservation from its cached view of the kernel's consumer and
+        // refreshes that view only when it shows no room at all: a short insert is retried
+        // (then with a fresh view) until the ring is really full.
+        let mut n = 0;
+        while n < self.descs.len() {
+            let mut w = self.rings.tx.transmit((self.descs.len() - n) as u32);
+            let k = w.insert(self.descs[n..].iter().copied()) as usize;
             w.commit();
-            n
-        };
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
         for d in &self.descs[n..] {
             self.free_tx.push(d.addr);
         }
