@@ -68,7 +68,7 @@ if ! command -v clang >/dev/null 2>&1 || [ ! -f /usr/include/bpf/bpf_helpers.h ]
         exit 0
     fi
 fi
-cargo clippy -p viaduct-bridge --all-targets --locked --features xdp -- -D warnings
+cargo clippy -p viaduct-bridge -p viaduct-benches --all-targets --locked --features viaduct-bridge/xdp,viaduct-benches/xdp -- -D warnings
 # The library (frame, neighbour and backend unit tests) and xdp.rs with the feature, then
 # the whole call and bad-input suites again with the bridge on AF_XDP.
 if cargo nextest --version >/dev/null 2>&1; then
