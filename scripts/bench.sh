@@ -12,11 +12,15 @@
 #       a failing step is re-run once, as one VM hiccup should not end the search;
 #   (b) viaduct-bridge with the mmsg backend, (c) with the io_uring backend, each driven
 #       by `viaduct-loadgen --find-capacity`;
+#   (d) over a veth pair between two network namespaces (bridge in one, load generator in
+#       the other; needs root): viaduct-bridge on mmsg, io_uring and AF_XDP (`--features
+#       xdp`), each driven by `viaduct-loadgen --find-capacity` (kernel sockets), and the
+#       raw AF_XDP reference: `udp-reflector serve --io-backend xdp` stepped as in (a);
 # prints a table (forwarded pps per bridge core, participants per core at < 0.1% loss,
-# p99 added latency, and the ratios (b)/(a), (c)/(a), (c)/(b)) and appends it, with the
-# machine's description, to BENCHMARKS.md.
+# p99 added latency, and the ratios (b)/(a), (c)/(a), (c)/(b), xdp vs the best kernel
+# backend on veth) and appends it, with the machine's description, to BENCHMARKS.md.
 #
-# Usage: scripts/bench.sh [--no-build] [--no-append] [--only raw|viaduct]
+# Usage: scripts/bench.sh [--no-build] [--no-append] [--only raw|viaduct|veth]
 # Environment (all optional):
 #   BENCH_STEP_SECONDS=5      length of each raw-limit step
 #   BENCH_P99_MS=5            p99 bound of a raw-limit step (viaduct-loadgen's default)
@@ -26,6 +30,9 @@
 #   BENCH_OUT=BENCHMARKS.md   where results are appended
 #   BENCH_FAKE_LOADGEN=FILE   test aid: use FILE as viaduct-loadgen's JSON report for
 #                             (b) and (c) instead of running the bridge and loadgen
+#   BENCH_XDP_MODE=auto       --xdp-mode of the AF_XDP row (auto, native, generic)
+#   (BENCH_P99_MS also bounds the (d) rows' capacity search: over veth on a shared VM the
+#   p99 tail is often above 5 ms at any load, on every backend)
 #
 # Loopback only. Everything it starts is stopped by PID on exit; every wait is bounded,
 # and the whole run takes about 10 minutes (plus the build) on a 2-core VM.
@@ -40,8 +47,8 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) BUILD=0 ;;
         --no-append) APPEND=0 ;;
-        --only) shift; ONLY=${1:-}; [ "$ONLY" = raw ] || [ "$ONLY" = viaduct ] || {
-            echo "--only takes raw or viaduct" >&2; exit 2; } ;;
+        --only) shift; ONLY=${1:-}; [ "$ONLY" = raw ] || [ "$ONLY" = viaduct ] || [ "$ONLY" = veth ] || {
+            echo "--only takes raw, viaduct or veth" >&2; exit 2; } ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -83,9 +90,11 @@ stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 5 s; only our own child
     for i in "${STARTED[@]+"${STARTED[@]}"}"; do [ "$i" = "$pid" ] || keep+=("$i"); done
     STARTED=("${keep[@]+"${keep[@]}"}")
 }
+NETNS=() # network namespaces this script made, for (d)
 cleanup() {
-    local pid
+    local pid ns
     for pid in "${STARTED[@]+"${STARTED[@]}"}"; do stop_pid "$pid"; done
+    for ns in "${NETNS[@]+"${NETNS[@]}"}"; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$DIR"
 }
 trap cleanup EXIT
@@ -116,6 +125,12 @@ fi
 if [ "$BUILD" = 1 ]; then
     log "building (release)"
     cargo build --release --locked -p viaduct-bridge -p viaduct-benches >&2
+    if [ "$ONLY" = all ] || [ "$ONLY" = veth ]; then
+        # The AF_XDP row needs the bridge built with the xdp feature (clang); the other
+        # rows do not change with it.
+        cargo build --release --locked -p viaduct-bridge -p viaduct-benches --features xdp >&2 ||
+            log "could not build the xdp feature: the AF_XDP row will be missing"
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -163,7 +178,7 @@ except Exception:
 EOF
 }
 
-if [ "$ONLY" != viaduct ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = raw ]; then
     log "(a) raw loopback limit: udp-reflector (mmsg) on core $BRIDGE_CORE, load on core $LOAD_CORE, $STEP_SECONDS s per step"
     raw_begin=$(date +%s)
     best_pps=0
@@ -233,11 +248,118 @@ viaduct_run() { # viaduct_run BACKEND OUTFILE
     fi
 }
 
-if [ "$ONLY" != raw ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = viaduct ]; then
     log "(b) Viaduct, mmsg backend"
     viaduct_run mmsg "$DIR/viaduct-mmsg.json" || rm -f "$DIR/viaduct-mmsg.json"
     log "(c) Viaduct, io_uring backend"
     viaduct_run uring "$DIR/viaduct-uring.json" || rm -f "$DIR/viaduct-uring.json"
+fi
+
+# ---------------------------------------------------------------------------------------
+# (d) over veth: bridge in namespace A (10.77.1.1), load generator in B (10.77.1.2)
+
+NSA=viaduct-bench-a-$$
+NSB=viaduct-bench-b-$$
+VETH_A=vbencha$$
+VETH_B=vbenchb$$
+
+veth_setup() {
+    [ "$(id -u)" = 0 ] || { log "(d) needs root (network namespaces): skipped"; return 1; }
+    NETNS+=("$NSA" "$NSB")
+    ip netns add "$NSA" && ip netns add "$NSB" &&
+        ip link add "$VETH_A" netns "$NSA" type veth peer name "$VETH_B" netns "$NSB" &&
+        ip -n "$NSA" addr add 10.77.1.1/24 dev "$VETH_A" &&
+        ip -n "$NSB" addr add 10.77.1.2/24 dev "$VETH_B" &&
+        ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up &&
+        ip -n "$NSA" link set "$VETH_A" up && ip -n "$NSB" link set "$VETH_B" up ||
+        { log "(d) could not create the namespaces: skipped"; return 1; }
+}
+
+veth_run() { # veth_run BACKEND OUTFILE
+    local backend=$1 out=$2 sock=$DIR/bridge-veth.sock i pid extra=()
+    if [ "$backend" = xdp ]; then
+        extra=(--xdp-iface "$VETH_A" --xdp-mode "${BENCH_XDP_MODE:-auto}")
+    fi
+    rm -f "$sock"
+    ip netns exec "$NSA" "$BRIDGE" --cores "$BRIDGE_CORE-$BRIDGE_CORE" --bind 10.77.1.1 \
+        --port-base 10000 --io-backend "$backend" "${extra[@]}" --socket "$sock" --log info \
+        >"$DIR/bridge-veth-$backend.log" 2>&1 &
+    pid=$! # ip netns exec execs the bridge: this is its PID
+    STARTED+=("$pid")
+    for i in $(seq 200); do
+        [ -S "$sock" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ ! -S "$sock" ]; then
+        log "viaduct-bridge ($backend, veth) did not start: $(tail -5 "$DIR/bridge-veth-$backend.log")"
+        stop_pid "$pid"
+        return 1
+    fi
+    log "($backend, veth) viaduct-bridge pid $pid on core $BRIDGE_CORE in $NSA; viaduct-loadgen on core $LOAD_CORE in $NSB"
+    local rc=0
+    timeout "$LG_TIMEOUT" ip netns exec "$NSB" "$LOADGEN" --bridge-socket "$sock" --bridge-pid "$pid" \
+        --cores "$LOAD_CORE" --participants "$PARTICIPANTS" --video-kbps 1500 \
+        --allow-remote --local-ip 10.77.1.2 --p99-bound-ms "$P99_LIMIT_MS" \
+        --find-capacity --duration "$LG_DURATION" --json "$out" >"$DIR/loadgen-veth-$backend.log" 2>&1 || rc=$?
+    stop_pid "$pid"
+    grep -a "AF_XDP socket closed" "$DIR/bridge-veth-$backend.log" | sed 's/^/bench:   /' >&2 || true
+    if [ "$rc" != 0 ] || [ ! -s "$out" ]; then
+        log "viaduct-loadgen ($backend, veth) failed (exit $rc): $(tail -5 "$DIR/loadgen-veth-$backend.log")"
+        return 1
+    fi
+}
+
+veth_raw_step() { # veth_raw_step CONFERENCES OUTFILE: the reflector on AF_XDP in A, its load in B
+    local err=$DIR/reflector-veth.err i addr= pid
+    : >"$err"
+    ip netns exec "$NSA" "$REFLECTOR" serve --bind 10.77.1.1:0 --io-backend xdp \
+        --xdp-iface "$VETH_A" --xdp-mode "${BENCH_XDP_MODE:-auto}" --core "$BRIDGE_CORE" \
+        --seconds $((STEP_SECONDS + 60)) >"$DIR/rawveth-reflector-$1.json" 2>"$err" &
+    pid=$!
+    STARTED+=("$pid")
+    for i in $(seq 100); do
+        addr=$(sed -n 's/^udp-reflector: serving on \([0-9.:]*\) .*/\1/p' "$err")
+        [ -n "$addr" ] && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [ -z "$addr" ]; then
+        log "the AF_XDP reflector did not start: $(tail -3 "$err")"
+        stop_pid "$pid"
+        return 1
+    fi
+    timeout $((STEP_SECONDS + 30)) ip netns exec "$NSB" "$REFLECTOR" load --target "$addr" \
+        --local 10.77.1.2 --conferences "$1" --participants "$PARTICIPANTS" \
+        --audio-pps 50 --audio-bytes 120 --video-pps 150 --video-bytes 1200 \
+        --seconds "$STEP_SECONDS" --core "$LOAD_CORE" --reflector-pid "$pid" >"$2" ||
+        log "  udp-reflector load failed (exit $?)"
+    stop_pid "$pid"
+}
+
+if { [ "$ONLY" = all ] || [ "$ONLY" = veth ]; } && [ -z "$FAKE" ] && veth_setup; then
+    for backend in mmsg uring xdp; do
+        log "(d) Viaduct over veth, $backend backend"
+        veth_run "$backend" "$DIR/veth-$backend.json" || rm -f "$DIR/veth-$backend.json"
+    done
+    log "(d) raw AF_XDP reference over veth: udp-reflector (xdp) in $NSA, load in $NSB"
+    best_pps=0
+    raw_begin=$(date +%s)
+    for conf in $(seq 1 "$RAW_MAX"); do
+        out=$DIR/rawveth-$conf.json
+        veth_raw_step "$conf" "$out" || break
+        verdict=$(judge "$out" "$best_pps")
+        if [ "$verdict" != pass ]; then
+            log "  $conf conference(s): $verdict, retrying once"
+            veth_raw_step "$conf" "$out" || break
+            verdict=$(judge "$out" "$best_pps")
+        fi
+        echo "$verdict" >"$DIR/rawveth-$conf.verdict"
+        log "  $conf conference(s): $(jget "$out" '"%.0f pps, loss %.4f%%, p99 %.2f ms" % (d["forwarded_pps"], 100 * d["loss_ratio"], d["latency_ms"]["p99"])') $verdict"
+        [ "$verdict" = pass ] || break
+        best_pps=$(jget "$out" 'd["forwarded_pps"]')
+        [ $(($(date +%s) - raw_begin)) -le "$RAW_DEADLINE" ] || { log "  time limit"; break; }
+    done
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -248,7 +370,7 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if ! git diff --quiet HEAD 2>/dev/null; then COMMIT="$COMMIT+dirty"; fi
 
-python3 - "$DIR" "$PARTICIPANTS" "$P99_LIMIT_MS" "$MACHINE" "$DATE" "$COMMIT" "$LOADAVG" \
+BENCH_ONLY=$ONLY python3 - "$DIR" "$PARTICIPANTS" "$P99_LIMIT_MS" "$MACHINE" "$DATE" "$COMMIT" "$LOADAVG" \
     "$STEP_SECONDS" "$LG_DURATION" >"$DIR/report.md" <<'EOF'
 import glob, json, os, sys
 
@@ -321,9 +443,11 @@ out.append("## %s — %s" % (date, machine))
 out.append("")
 out.append("Commit %s; load average before the run %s; raw steps of %s s within < 0.1%% loss and p99 < %s ms; `viaduct-loadgen --find-capacity --duration %s`." % (commit, loadavg, step_s, p99_limit, lg_s))
 out.append("")
-out.append("| row | forwarded pps per bridge core | participants per core at < 0.1% loss | p99 added latency (ms) | bridge core busy at that load | notes |")
-out.append("|---|---|---|---|---|---|")
-for name, r in [("(a) raw loopback limit (udp-reflector, mmsg)", raw),
+loopback_rows = os.environ.get("BENCH_ONLY") != "veth"
+if loopback_rows:
+    out.append("| row | forwarded pps per bridge core | participants per core at < 0.1% loss | p99 added latency (ms) | bridge core busy at that load | notes |")
+    out.append("|---|---|---|---|---|---|")
+for name, r in [] if not loopback_rows else [("(a) raw loopback limit (udp-reflector, mmsg)", raw),
                 ("(b) Viaduct, mmsg", mmsg),
                 ("(c) Viaduct, io_uring", uring)]:
     if r is None:
@@ -333,13 +457,56 @@ for name, r in [("(a) raw loopback limit (udp-reflector, mmsg)", raw),
         name, num(r["pps"], "%.0f"), num(r["participants"], "%g"), num(r["p99"], "%.2f"),
         num(None if r["cpu"] is None else 100 * r["cpu"], "%.0f%%"), r["note"]))
 out.append("")
-out.append("| ratio | forwarded pps | participants |")
-out.append("|---|---|---|")
-for name, x, y in [("(b)/(a) Viaduct mmsg vs raw", mmsg, raw),
+if loopback_rows:
+    out.append("| ratio | forwarded pps | participants |")
+    out.append("|---|---|---|")
+for name, x, y in [] if not loopback_rows else [("(b)/(a) Viaduct mmsg vs raw", mmsg, raw),
                    ("(c)/(a) Viaduct io_uring vs raw", uring, raw),
                    ("(c)/(b) io_uring vs mmsg", uring, mmsg)]:
     out.append("| %s | %s | %s |" % (name, ratio(x, y, "pps"), ratio(x, y, "participants")))
 out.append("")
+# (d): over veth between two namespaces.
+veth = {b: viaduct(os.path.join(dirname, "veth-%s.json" % b)) for b in ("mmsg", "uring", "xdp")}
+if any(veth.values()):
+    out.append("| (d) over veth, two namespaces | forwarded pps per bridge core | participants per core at < 0.1% loss | p99 added latency (ms) | bridge core busy at that load | notes |")
+    out.append("|---|---|---|---|---|---|")
+    for b, r in veth.items():
+        if r is None:
+            out.append("| Viaduct, %s | not measured | | | | |" % b)
+        else:
+            out.append("| Viaduct, %s | %s | %s | %s | %s | %s |" % (
+                b, num(r["pps"], "%.0f"), num(r["participants"], "%g"), num(r["p99"], "%.2f"),
+                num(None if r["cpu"] is None else 100 * r["cpu"], "%.0f%%"), r["note"]))
+    rawveth = []
+    for path in glob.glob(os.path.join(dirname, "rawveth-[0-9]*.json")):
+        d = load(path)
+        vp = path[:-5] + ".verdict"
+        if d and os.path.exists(vp) and open(vp).read().strip() in ("pass", "flat"):
+            rawveth.append(d)
+    rv = None
+    if rawveth:
+        b = max(rawveth, key=lambda d: d["forwarded_pps"])
+        rv = {"pps": b["forwarded_pps"], "participants": b["participants"]}
+        out.append("| raw AF_XDP reference (udp-reflector, xdp) | %.0f | %s | %.2f | %s | %d conferences; load side %.0f%% CPU |" % (
+            b["forwarded_pps"], b["participants"], b["latency_ms"]["p99"],
+            num(None if b.get("reflector_cpu_share") is None else 100 * b["reflector_cpu_share"], "%.0f%%"),
+            b["conferences"], 100 * b["load_cpu_share"]))
+    kernel = [r for r in (veth["mmsg"], veth["uring"]) if r and r.get("pps")]
+    best = max(kernel, key=lambda r: r["pps"]) if kernel else None
+    out.append("")
+    out.append("xdp vs the best kernel backend on veth: forwarded pps %s, participants %s; xdp vs the raw AF_XDP reference: forwarded pps %s." % (
+        ratio(veth["xdp"], best, "pps"), ratio(veth["xdp"], best, "participants"), ratio(veth["xdp"], rv, "pps")))
+    out.append("")
+    for b, r in veth.items():
+        if r and r["trials"]:
+            out.append("Viaduct %s over veth, trials (participants: forwarded pps, loss, p99 ms):" % b)
+            out.append("")
+            for t in r["trials"]:
+                out.append("- %s: %s pps, %s loss, p99 %s ms (%s)" % (
+                    t.get("participants"), num(t.get("forwarded_pps"), "%.0f"),
+                    num(None if t.get("loss_ratio") is None else 100 * t["loss_ratio"], "%.3f%%"),
+                    num(t.get("p99_ms"), "%.2f"), "pass" if t.get("pass") else "fail"))
+            out.append("")
 if steps:
     out.append("Raw-limit steps (participants: forwarded pps, loss, p99 ms, reflector CPU, load CPU):")
     out.append("")

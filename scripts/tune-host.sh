@@ -1,23 +1,28 @@
 #!/usr/bin/env bash
 # Checks (and with --apply, tunes) a host for viaduct-bridge: UDP buffer and backlog
 # sysctls, which cores to give the bridge and where the NIC interrupts go, whether
-# io_uring is usable, and RLIMIT_MEMLOCK. Read-only and runnable without root unless
-# --apply, which writes /etc/sysctl.d/90-viaduct.conf and loads it (root only).
+# io_uring is usable, and RLIMIT_MEMLOCK; with --xdp-iface, whether AF_XDP can run on
+# that interface. Read-only and runnable without root unless --apply, which writes
+# /etc/sysctl.d/90-viaduct.conf and loads it (root only).
 #
-#   scripts/tune-host.sh [--apply] [--workers N]
+#   scripts/tune-host.sh [--apply] [--workers N] [--xdp-iface IFACE]
 #
-#   --workers N   bridge workers planned (default: cores - 1, at least 1)
+#   --workers N         bridge workers planned (default: cores - 1, at least 1)
+#   --xdp-iface IFACE   check AF_XDP (io-backend = "xdp") on IFACE: kernel, driver, queues, MTU
 set -euo pipefail
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 
 apply=0
 workers=
+xdp_iface=
 while [ $# -gt 0 ]; do
     case "$1" in
         --apply) apply=1 ;;
         --workers) workers=${2:?--workers needs a number}; shift ;;
         --workers=*) workers=${1#*=} ;;
+        --xdp-iface) xdp_iface=${2:?--xdp-iface needs an interface}; shift ;;
+        --xdp-iface=*) xdp_iface=${1#*=} ;;
         -h|--help) usage; exit 0 ;;
         *) echo "tune-host.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -183,4 +188,60 @@ echo "  the unit sets LimitMEMLOCK=256M; kernels from 5.12 charge io_uring to th
 echo "  instead, where this limit does not matter"
 if [ "$memlock" != unlimited ] && [ "$memlock" -lt $((workers * 2300)) ] 2>/dev/null; then
     echo "  outside systemd, raise it before running $workers worker(s): ulimit -l $((workers * 4096))"
+fi
+
+# --- AF_XDP (io-backend = "xdp") ---------------------------------------------------------
+if [ -n "$xdp_iface" ]; then
+    echo
+    echo "== AF_XDP on $xdp_iface (io-backend = \"xdp\", xdp-iface = \"$xdp_iface\")"
+    sys=/sys/class/net/$xdp_iface
+    if [ ! -d "$sys" ]; then
+        echo "  no interface $xdp_iface here: the bridge would refuse (xdp) or fall back (auto)"
+    else
+        if grep -q ' xsk_bind$' /proc/kallsyms 2>/dev/null || grep -q ' xsk_create$' /proc/kallsyms 2>/dev/null; then
+            echo "  kernel: AF_XDP sockets present (xsk_* in /proc/kallsyms)"
+        else
+            echo "  kernel: no xsk_* symbols found: AF_XDP (CONFIG_XDP_SOCKETS) is likely missing"
+        fi
+        echo "  kernel.unprivileged_bpf_disabled = $(cat /proc/sys/kernel/unprivileged_bpf_disabled 2>/dev/null || echo '?')" \
+            "(the bridge needs CAP_BPF, CAP_NET_ADMIN, CAP_NET_RAW: systemd/viaduct-bridge.service.d/xdp.conf.example)"
+        driver=
+        if [ -e "$sys/device/driver" ]; then
+            driver=$(basename "$(readlink -f "$sys/device/driver")")
+        elif command -v ethtool >/dev/null 2>&1; then
+            driver=$(ethtool -i "$xdp_iface" 2>/dev/null | sed -n 's/^driver: //p')
+        fi
+        case "$driver" in
+            mlx5_core|ice|i40e|ixgbe|igc|igb|stmmac|gve|idpf)
+                echo "  driver $driver: native XDP with zero-copy AF_XDP (the bridge reports io_backend xdp-zc)" ;;
+            mlx4_en|ixgbevf|bnxt_en|virtio_net|ena|veth|tun|nfp|qede|sfc|thunder_nicvf|hv_netvsc|enetc|mvneta|mvpp2)
+                echo "  driver $driver: native XDP, copy mode (io_backend xdp)" ;;
+            '') echo "  driver unknown: generic XDP works on any interface (copy mode, smaller gain)" ;;
+            *) echo "  driver $driver: not known to this script; xdp-mode = \"auto\" tries native, then generic" ;;
+        esac
+        rxq=$(find "$sys/queues" -maxdepth 1 -name 'rx-*' 2>/dev/null | wc -l)
+        echo "  receive queues: $rxq; workers planned: $workers (worker i uses queue xdp-queue + i)"
+        if [ "$rxq" -lt "$workers" ] 2>/dev/null; then
+            echo "  too few queues: ethtool -L $xdp_iface combined $workers (or fewer --workers/cores)"
+        fi
+        mtu=$(cat "$sys/mtu" 2>/dev/null || echo 0)
+        if [ "$mtu" -gt 1778 ] 2>/dev/null; then
+            echo "  MTU $mtu: frames above 1792 bytes do not fit a 2 KiB UMEM frame and take the kernel path"
+        else
+            echo "  MTU $mtu: fits the 2 KiB UMEM frames"
+        fi
+        if ip -d link show dev "$xdp_iface" 2>/dev/null | grep -q 'prog/xdp'; then
+            echo "  an XDP program is attached already: the bridge's attach will fail (EBUSY) until it is removed"
+        fi
+        if command -v ethtool >/dev/null 2>&1; then
+            nt=$(ethtool -k "$xdp_iface" 2>/dev/null | sed -n 's/^ntuple-filters: //p')
+            echo "  ntuple-filters: ${nt:-unknown}. Steer each worker's port to its queue, e.g."
+        else
+            echo "  (ethtool missing: apt-get install ethtool) Steer each worker's port to its queue, e.g."
+        fi
+        echo "    ethtool -K $xdp_iface ntuple on"
+        echo "    ethtool -N $xdp_iface flow-type udp4 dst-ip <bind> dst-port <port-base + i> action <xdp-queue + i>"
+        echo "  (unsteered datagrams still arrive: the XDP program passes them to the worker's kernel socket)"
+        echo "  locked memory: $workers worker(s) x 8 MiB UMEM (default xdp-frames 4096); the drop-in grants CAP_IPC_LOCK"
+    fi
 fi

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::io::xdp::{XdpConfig, XdpMode};
 use crate::io::IoChoice;
 
 /// Which cores the workers run on.
@@ -119,9 +120,21 @@ pub struct Flags {
     /// UDP port of worker 0; worker i uses port-base + i.
     #[arg(long, env = "VIADUCT_PORT_BASE")]
     pub port_base: Option<u16>,
-    /// I/O backend: auto (io_uring, else mmsg), uring, or mmsg.
+    /// I/O backend: auto (AF_XDP when --xdp-iface is set, else io_uring, else mmsg), uring, mmsg, or xdp.
     #[arg(long, env = "VIADUCT_IO_BACKEND")]
     pub io_backend: Option<IoChoice>,
+    /// AF_XDP: the interface that carries the bind address (xdp needs it; auto tries AF_XDP only when it is set).
+    #[arg(long, env = "VIADUCT_XDP_IFACE")]
+    pub xdp_iface: Option<String>,
+    /// AF_XDP: NIC queue of worker 0; worker i uses queue + i (steer port-base + i to it, e.g. ethtool ntuple).
+    #[arg(long, env = "VIADUCT_XDP_QUEUE")]
+    pub xdp_queue: Option<u32>,
+    /// AF_XDP: UMEM frames of 2 KiB per worker, a power of two (4096 = 8 MiB, locked memory).
+    #[arg(long, env = "VIADUCT_XDP_FRAMES")]
+    pub xdp_frames: Option<u32>,
+    /// AF_XDP: attach the XDP program in auto (native, else generic), native or generic mode.
+    #[arg(long, env = "VIADUCT_XDP_MODE")]
+    pub xdp_mode: Option<XdpMode>,
     /// Path of the command socket (the bridge link).
     #[arg(long, env = "VIADUCT_SOCKET")]
     pub socket: Option<PathBuf>,
@@ -159,6 +172,14 @@ pub struct FileConfig {
     pub port_base: Option<u16>,
     /// See [`Flags::io_backend`].
     pub io_backend: Option<IoChoice>,
+    /// See [`Flags::xdp_iface`].
+    pub xdp_iface: Option<String>,
+    /// See [`Flags::xdp_queue`].
+    pub xdp_queue: Option<u32>,
+    /// See [`Flags::xdp_frames`].
+    pub xdp_frames: Option<u32>,
+    /// See [`Flags::xdp_mode`].
+    pub xdp_mode: Option<XdpMode>,
     /// See [`Flags::socket`].
     pub socket: Option<PathBuf>,
     /// See [`Flags::certificate`].
@@ -184,6 +205,8 @@ pub struct Config {
     pub port_base: u16,
     /// I/O backend choice.
     pub io_backend: IoChoice,
+    /// AF_XDP settings.
+    pub xdp: XdpConfig,
     /// Command socket path.
     pub socket: PathBuf,
     /// DTLS certificate PEM, if configured.
@@ -204,6 +227,7 @@ impl Default for Config {
             advertise: Vec::new(),
             port_base: 10000,
             io_backend: IoChoice::Auto,
+            xdp: XdpConfig::default(),
             socket: PathBuf::from("/run/viaduct/bridge.sock"),
             certificate: None,
             consent_timeout: Duration::from_secs(30),
@@ -265,6 +289,12 @@ impl Config {
                 .unwrap_or_default(),
             port_base: flags.port_base.or(file.port_base).unwrap_or(d.port_base),
             io_backend: flags.io_backend.or(file.io_backend).unwrap_or(d.io_backend),
+            xdp: XdpConfig {
+                iface: flags.xdp_iface.clone().or(file.xdp_iface),
+                queue: flags.xdp_queue.or(file.xdp_queue).unwrap_or(d.xdp.queue),
+                frames: flags.xdp_frames.or(file.xdp_frames).unwrap_or(d.xdp.frames),
+                mode: flags.xdp_mode.or(file.xdp_mode).unwrap_or(d.xdp.mode),
+            },
             socket: flags.socket.clone().or(file.socket).unwrap_or(d.socket),
             certificate: flags.certificate.clone().or(file.certificate),
             consent_timeout: flags
@@ -295,6 +325,7 @@ impl Config {
                 self.port_base
             )));
         }
+        self.xdp.validate().map_err(ConfigError::Invalid)?;
         if self.consent_timeout < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(
                 "consent timeout must be at least 1 s".into(),

@@ -26,7 +26,7 @@ const EVENT_QUEUE: usize = 4096;
 /// A running bridge.
 pub struct Running {
     workers: Vec<(Sender<Command>, JoinHandle<()>)>,
-    /// The workers' backend (`uring` or `mmsg`).
+    /// The workers' backend (`uring`, `mmsg`, `xdp` or `xdp-zc`).
     pub io_backend: String,
     /// The workers' UDP ports, by index.
     pub ports: Vec<u16>,
@@ -128,6 +128,13 @@ pub fn start(config: &Config) -> Result<Running> {
     let dtls = dtls::spawn(identity, Role::Server, "dtls").context("starting the DTLS thread")?;
     let (event_tx, event_rx) = bounded(EVENT_QUEUE);
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
+    let opener = io::Opener::prepare(
+        config.io_backend,
+        &config.xdp,
+        config.bind,
+        config.cores.workers(),
+    )
+    .with_context(|| format!("preparing the {} I/O backend", config.io_backend))?;
 
     let mut workers = Vec::new();
     let mut links = Vec::new();
@@ -158,6 +165,7 @@ pub fn start(config: &Config) -> Result<Running> {
             tracing::warn!(worker = i, core, "no such core; worker not pinned");
         }
         let choice = config.io_backend;
+        let opener = opener.clone();
         let heartbeat = Arc::new(AtomicU64::new(0));
         let beat = heartbeat.clone();
         heartbeats.push(heartbeat);
@@ -171,7 +179,7 @@ pub fn start(config: &Config) -> Result<Running> {
                 }
                 // The backend is opened in the thread that uses it (io_uring's
                 // SINGLE_ISSUER wants that).
-                let backend = match io::open(choice, socket) {
+                let backend = match opener.open(i, socket) {
                     Ok(b) => b,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
@@ -188,7 +196,7 @@ pub fn start(config: &Config) -> Result<Running> {
             .recv()
             .context("worker died while starting")?
             .with_context(|| format!("opening the {choice} backend for worker {i}"))?;
-        backend_name = format!("{kind:?}").to_lowercase();
+        backend_name = kind.to_string();
         tracing::info!(worker = i, %addr, port, core = ?pin.map(|c| c.id), backend = %backend_name, "worker started");
         links.push(WorkerLink {
             commands: cmd_tx.clone(),

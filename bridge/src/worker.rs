@@ -1035,7 +1035,7 @@ impl Worker {
             Command::Stats { reply } => {
                 let (mut w, eps) = s.stats();
                 w.port = self.backend.local_addr().port();
-                w.io_backend = format!("{:?}", self.backend.kind()).to_lowercase();
+                w.io_backend = self.backend.kind().to_string();
                 w.loop_turns = self.loop_turns;
                 w.syscalls = self.backend.syscalls();
                 let _ = reply.send((w, eps, s.dtls_results));

@@ -40,7 +40,7 @@ fn settle() {
 #[test]
 fn packets_from_unknown_address_are_dropped() {
     let mut call = Call::start("auto", Profile::AeadAes128Gcm, 3);
-    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stranger = UdpSocket::bind(call.loopback).unwrap();
     let target = bridge_addr(&call);
     // An RTP-looking, a DTLS-looking and a junk datagram, plus a copy of a valid SRTP
     // packet replayed from the wrong address.
@@ -68,7 +68,7 @@ fn forged_message_integrity_is_refused() {
     let target = bridge_addr(&call);
     let alloc = call.allocations[0].clone();
     let peer_ice = call.peers[0].ice_credentials();
-    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let attacker = UdpSocket::bind(call.loopback).unwrap();
     attacker
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -181,7 +181,7 @@ fn dtls_peer_with_wrong_certificate_fails() {
     };
     let identity = Arc::new(Identity::generate().unwrap());
     let handle = dtls::spawn(identity.clone(), Role::Client, "impostor-dtls").unwrap();
-    let mut impostor = Peer::bind("127.0.0.1:0".parse().unwrap(), handle, identity).unwrap();
+    let mut impostor = Peer::bind(call.loopback.parse().unwrap(), handle, identity).unwrap();
     let other = Identity::generate().unwrap();
     let mut fp = impostor.fingerprint();
     fp.value = other.fingerprint().to_owned(); // signal someone else's certificate
@@ -318,7 +318,7 @@ fn consent_expiry_expires_the_endpoint() {
     };
     let identity = Arc::new(Identity::generate().unwrap());
     let handle = dtls::spawn(identity.clone(), Role::Client, "quiet-dtls").unwrap();
-    let mut peer = Peer::bind("127.0.0.1:0".parse().unwrap(), handle, identity).unwrap();
+    let mut peer = Peer::bind(common::peer_bind(false).parse().unwrap(), handle, identity).unwrap();
     link.request(RequestBody::UpdateEndpoint {
         conference: "c".into(),
         endpoint: "quiet".into(),

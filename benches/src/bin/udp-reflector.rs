@@ -2,9 +2,10 @@
 //! UDP reflector with the same batching as the bridge's worker, to measure the raw
 //! loopback limit of a machine. Two modes:
 //!
-//! `udp-reflector serve --bind 127.0.0.1:PORT --io-backend mmsg|uring [--core N]
-//! [--seconds S]` runs one thread (pinned to core N) over one socket from
-//! [`viaduct_bridge::io::bind_udp`] (16 MiB buffers) and the bridge's own backend. Each
+//! `udp-reflector serve --bind 127.0.0.1:PORT --io-backend mmsg|uring|xdp [--core N]
+//! [--seconds S] [--xdp-iface IFACE] [--xdp-mode auto|native|generic]` runs one thread (pinned to core N) over one socket from
+//! [`viaduct_bridge::io::bind_udp`] (16 MiB buffers) and the bridge's own backend (AF_XDP
+//! on IFACE queue 0 with `xdp`, built with `--features xdp`: the raw AF_XDP reference). Each
 //! datagram's bytes 8..12 are read as an RTP SSRC; its conference is `ssrc >> 16`. The
 //! first datagram from a source address makes that address a member of the conference
 //! (the only allocation: a new map entry); every datagram is then copied into one
@@ -15,8 +16,8 @@
 //!
 //! `udp-reflector load --target 127.0.0.1:PORT --conferences C --participants P
 //! [--audio-pps 50] [--audio-bytes 120] [--video-pps 150] [--video-bytes 1200]
-//! [--seconds 5] [--core N] [--reflector-pid PID]` opens C×P std UDP sockets on
-//! 127.0.0.1, one per participant, and from one thread (pinned to core N) sends each
+//! [--seconds 5] [--core N] [--reflector-pid PID] [--local ADDR]` opens C×P std UDP
+//! sockets on 127.0.0.1 (or ADDR, which then allows a non-loopback target), one per participant, and from one thread (pinned to core N) sends each
 //! participant's audio and video streams as plain RTP-shaped datagrams (12-byte header,
 //! version 2, SSRC = `conference << 16 | participant << 4 | stream`, the send time in the
 //! payload; `--*-bytes` is the whole datagram) paced evenly with staggered phases, while
@@ -27,7 +28,8 @@
 //! (which include up to one loop turn of polling delay), its own CPU seconds and, with
 //! `--reflector-pid`, the reflector's CPU seconds over the window from /proc/PID/stat.
 //!
-//! Loopback only; every loop is bounded in time and count.
+//! Loopback only (or the project's own test namespaces with `--local`); every loop is
+//! bounded in time and count.
 
 use std::collections::HashMap;
 use std::io::ErrorKind;
@@ -225,18 +227,32 @@ struct ServeCounters {
 }
 
 fn serve(flags: &Flags) -> Result<()> {
-    flags.check_known(&["bind", "io-backend", "core", "seconds"])?;
+    flags.check_known(&[
+        "bind",
+        "io-backend",
+        "core",
+        "seconds",
+        "xdp-iface",
+        "xdp-mode",
+    ])?;
     let bind: SocketAddr = flags.required("bind")?;
     let choice: IoChoice = flags.get("io-backend", IoChoice::Mmsg)?;
     if choice == IoChoice::Auto {
-        bail!("--io-backend must be mmsg or uring");
+        bail!("--io-backend must be mmsg, uring or xdp");
     }
+    let xdp = io::xdp::XdpConfig {
+        iface: flags.str("xdp-iface").map(str::to_owned),
+        mode: flags.get("xdp-mode", io::xdp::XdpMode::Auto)?,
+        ..io::xdp::XdpConfig::default()
+    };
     let core: Option<usize> = flags.str("core").map(str::parse).transpose()?;
     let seconds = flags.get("seconds", 600u64)?.clamp(1, MAX_SECONDS);
     let stop = stop_on_signal()?;
     pin(core)?;
     let socket = io::bind_udp(bind, 16 << 20).with_context(|| format!("binding {bind}"))?;
-    let mut backend = io::open(choice, socket).context("opening the I/O backend")?;
+    let mut backend = io::Opener::prepare(choice, &xdp, bind.ip(), 1)
+        .and_then(|o| o.open(0, socket))
+        .context("opening the I/O backend")?;
     let local = backend.local_addr();
     eprintln!(
         "udp-reflector: serving on {local} ({}), core {core:?}, up to {seconds} s",
@@ -356,7 +372,11 @@ fn write_packet(buf: &mut [u8], s: &Stream, micros: u64) -> usize {
 /// ephemeral port that another SO_REUSEADDR socket (an earlier participant, or the
 /// reflector itself) already has; two participants on one port would share its datagrams,
 /// so such sockets are set aside until every participant has a port of its own.
-fn participant_sockets(n: usize, target: SocketAddr) -> Result<Vec<UdpSocket>> {
+fn participant_sockets(
+    n: usize,
+    target: SocketAddr,
+    local: std::net::IpAddr,
+) -> Result<Vec<UdpSocket>> {
     let mut ports = std::collections::HashSet::from([target.port()]);
     let mut sockets = Vec::with_capacity(n);
     let mut set_aside = Vec::new();
@@ -364,7 +384,7 @@ fn participant_sockets(n: usize, target: SocketAddr) -> Result<Vec<UdpSocket>> {
         if sockets.len() == n {
             return Ok(sockets);
         }
-        let socket = io::bind_udp("127.0.0.1:0".parse()?, 4 << 20)?;
+        let socket = io::bind_udp(SocketAddr::new(local, 0), 4 << 20)?;
         if ports.insert(socket.local_addr()?.port()) {
             sockets.push(socket);
         } else {
@@ -408,6 +428,7 @@ fn load(flags: &Flags) -> Result<()> {
         "seconds",
         "core",
         "reflector-pid",
+        "local",
     ])?;
     let target: SocketAddr = flags.required("target")?;
     let conferences: usize = flags.required("conferences")?;
@@ -419,9 +440,11 @@ fn load(flags: &Flags) -> Result<()> {
     let seconds: f64 = flags.get("seconds", 5.0)?;
     let core: Option<usize> = flags.str("core").map(str::parse).transpose()?;
     let reflector_pid = flags.str("reflector-pid");
-    if !target.ip().is_loopback() {
-        bail!("--target must be a loopback address");
+    let local: Option<std::net::IpAddr> = flags.str("local").map(str::parse).transpose()?;
+    if !target.ip().is_loopback() && local.is_none_or(|l| l.is_loopback()) {
+        bail!("--target must be a loopback address (or give --local, an address that reaches it)");
     }
+    let local = local.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
     if !(2..=4096).contains(&participants) || !(1..=65535).contains(&conferences) {
         bail!("need 2..=4096 participants and 1..=65535 conferences");
     }
@@ -443,7 +466,7 @@ fn load(flags: &Flags) -> Result<()> {
 
     // One socket per participant: large buffers, non-blocking, each on its own port.
     let total = conferences * participants;
-    let sockets = participant_sockets(total, target)?;
+    let sockets = participant_sockets(total, target, local)?;
     let mut streams = Vec::new();
     for conf in 0..conferences {
         for p in 0..participants {

@@ -33,8 +33,9 @@ struct Args {
     #[arg(long, default_value = "http://127.0.0.2:8088/janus")]
     janus_url: String,
     /// Local address of the peers' sockets (default 127.0.0.1; 127.0.0.2 for Janus,
-    /// whose libnice on 127.0.0.2 cannot reach 127.0.0.1).
-    #[arg(long)]
+    /// whose libnice on 127.0.0.2 cannot reach 127.0.0.1; with --allow-remote, one that
+    /// reaches the bridge, e.g. on a veth in a test namespace).
+    #[arg(long, visible_alias = "local")]
     local_ip: Option<std::net::IpAddr>,
     /// The control service to allocate through (colibri2), e.g. http://127.0.0.1:8080.
     #[arg(long, conflicts_with = "bridge_socket")]

@@ -1,6 +1,6 @@
 //! The I/O seam between a worker and its UDP socket: the [`Backend`] trait, the [`TxBatch`]
 //! of datagrams to send, and [`open`], which picks io_uring ([`uring`]) or
-//! recvmmsg/sendmmsg ([`mmsg`]) behind it.
+//! recvmmsg/sendmmsg ([`mmsg`]) behind it; [`Opener`] adds AF_XDP ([`xdp`]).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -10,6 +10,7 @@ use std::time::Duration;
 pub mod mmsg;
 pub mod socket;
 pub mod uring;
+pub mod xdp;
 
 pub use socket::bind_udp;
 
@@ -32,6 +33,11 @@ pub enum BackendKind {
     Uring,
     /// recvmmsg/sendmmsg with poll for waiting.
     Mmsg,
+    /// AF_XDP in copy mode (generic XDP, or a driver without zero-copy).
+    Xdp,
+    /// AF_XDP in zero-copy mode.
+    #[serde(rename = "xdp-zc")]
+    XdpZeroCopy,
 }
 
 impl fmt::Display for BackendKind {
@@ -39,6 +45,8 @@ impl fmt::Display for BackendKind {
         f.write_str(match self {
             BackendKind::Uring => "uring",
             BackendKind::Mmsg => "mmsg",
+            BackendKind::Xdp => "xdp",
+            BackendKind::XdpZeroCopy => "xdp-zc",
         })
     }
 }
@@ -54,6 +62,8 @@ pub enum IoChoice {
     Uring,
     /// recvmmsg/sendmmsg.
     Mmsg,
+    /// AF_XDP on `--xdp-iface`, or fail (see [`Opener`]).
+    Xdp,
 }
 
 impl fmt::Display for IoChoice {
@@ -62,6 +72,7 @@ impl fmt::Display for IoChoice {
             IoChoice::Auto => "auto",
             IoChoice::Uring => "uring",
             IoChoice::Mmsg => "mmsg",
+            IoChoice::Xdp => "xdp",
         })
     }
 }
@@ -74,8 +85,9 @@ impl FromStr for IoChoice {
             "auto" => Ok(IoChoice::Auto),
             "uring" | "io_uring" | "io-uring" => Ok(IoChoice::Uring),
             "mmsg" => Ok(IoChoice::Mmsg),
+            "xdp" | "af_xdp" | "af-xdp" => Ok(IoChoice::Xdp),
             other => Err(format!(
-                "unknown I/O backend {other:?} (expected auto, uring or mmsg)"
+                "unknown I/O backend {other:?} (expected auto, uring, mmsg or xdp)"
             )),
         }
     }
@@ -225,6 +237,10 @@ pub trait Backend {
 /// io_uring and falls back to mmsg with one `tracing::warn!` line saying why.
 pub fn open(choice: IoChoice, socket: UdpSocket) -> std::io::Result<Box<dyn Backend>> {
     match choice {
+        IoChoice::Xdp => Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the xdp backend is opened through io::Opener (it needs --xdp-iface)",
+        )),
         IoChoice::Uring => Ok(Box::new(uring::UringBackend::open(socket)?)),
         IoChoice::Mmsg => Ok(Box::new(mmsg::MmsgBackend::open(socket)?)),
         IoChoice::Auto => match uring::UringBackend::try_open(socket) {
@@ -237,6 +253,55 @@ pub fn open(choice: IoChoice, socket: UdpSocket) -> std::io::Result<Box<dyn Back
                 Ok(Box::new(mmsg::MmsgBackend::open(socket)?))
             }
         },
+    }
+}
+
+/// Opens each worker's backend for a configured choice: attaches the XDP program once
+/// (explicit `xdp`, or `auto` with an XDP interface), then opens one AF_XDP socket per
+/// worker; `auto` falls back to [`open`] (io_uring, else mmsg) with one warning when
+/// AF_XDP cannot be had. Cheap to clone into each worker thread.
+#[derive(Clone, Debug)]
+pub struct Opener {
+    choice: IoChoice,
+    xdp: Option<std::sync::Arc<xdp::Attached>>,
+}
+
+impl Opener {
+    /// Prepare for `workers` workers bound to `bind`; an explicit `xdp` that cannot attach
+    /// is an error, `auto` only logs and carries on without it.
+    pub fn prepare(
+        choice: IoChoice,
+        config: &xdp::XdpConfig,
+        bind: IpAddr,
+        workers: usize,
+    ) -> std::io::Result<Self> {
+        let xdp = match choice {
+            IoChoice::Xdp => Some(xdp::attach(config, bind, workers)?),
+            IoChoice::Auto if config.iface.is_some() => match xdp::attach(config, bind, workers) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "AF_XDP unavailable, falling back to io_uring/mmsg");
+                    None
+                }
+            },
+            _ => None,
+        };
+        Ok(Self { choice, xdp })
+    }
+
+    /// Open worker `worker`'s backend on its bound socket, in the thread that will use it.
+    pub fn open(&self, worker: usize, socket: UdpSocket) -> std::io::Result<Box<dyn Backend>> {
+        let Some(attached) = &self.xdp else {
+            return open(self.choice, socket);
+        };
+        match attached.open(worker, socket) {
+            Ok(b) => Ok(b),
+            Err((e, _)) if self.choice == IoChoice::Xdp => Err(e),
+            Err((e, socket)) => {
+                tracing::warn!(worker, error = %e, "AF_XDP socket unavailable, falling back to io_uring/mmsg");
+                open(IoChoice::Auto, socket)
+            }
+        }
     }
 }
 
@@ -791,6 +856,7 @@ mod tests {
             ("auto", IoChoice::Auto),
             ("uring", IoChoice::Uring),
             ("mmsg", IoChoice::Mmsg),
+            ("xdp", IoChoice::Xdp),
         ] {
             assert_eq!(s.parse::<IoChoice>().unwrap(), c);
             assert_eq!(c.to_string(), s);
@@ -802,6 +868,14 @@ mod tests {
             serde_json::to_string(&BackendKind::Uring).unwrap(),
             "\"uring\""
         );
+        for k in [
+            BackendKind::Uring,
+            BackendKind::Mmsg,
+            BackendKind::Xdp,
+            BackendKind::XdpZeroCopy,
+        ] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+        }
     }
 
     #[test]

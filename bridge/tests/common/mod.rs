@@ -1,6 +1,10 @@
 //! Test harness: runs `viaduct-bridge` as a process on loopback, speaks the bridge link
-//! to it, and connects synthetic peers through ICE, DTLS and SRTP.
+//! to it, and connects synthetic peers through ICE, DTLS and SRTP. With
+//! `VIADUCT_TEST_XDP=1` (or [`Net::Xdp`]) the bridge runs on AF_XDP in a network namespace
+//! and the test thread's peers in another ([`netns`]).
 #![allow(dead_code)]
+
+pub mod netns;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -16,15 +20,85 @@ use viaduct_bridge::dtls::{self, DtlsHandle, Identity, Role};
 use viaduct_bridge::peer::{Incoming, Peer};
 use viaduct_bridge::srtp::Profile;
 
+/// Where a test's bridge and peers run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Net {
+    /// Both on loopback, the bridge on the backend the test names.
+    Loopback,
+    /// The bridge on AF_XDP in its own namespace, the peers across a veth pair.
+    Xdp,
+}
+
+impl Net {
+    /// `Xdp` when `VIADUCT_TEST_XDP=1` (the suite re-run on AF_XDP), else `Loopback`.
+    pub fn from_env() -> Self {
+        if std::env::var("VIADUCT_TEST_XDP").is_ok_and(|v| v == "1") {
+            Net::Xdp
+        } else {
+            Net::Loopback
+        }
+    }
+}
+
+/// The backend a bridge started with `backend` reports under [`Net::from_env`].
+pub fn expected_backend(backend: &str) -> &str {
+    match Net::from_env() {
+        Net::Xdp => "xdp",
+        Net::Loopback => backend,
+    }
+}
+
+/// Where peers bind (an unspecified port) next to a bridge bound to `bind`, in the current run.
+pub fn peer_bind(v6: bool) -> &'static str {
+    match (Net::from_env(), v6) {
+        (Net::Xdp, false) => netns::PEER_V4,
+        (Net::Xdp, true) => netns::PEER_V6,
+        (Net::Loopback, false) => "127.0.0.1:0",
+        (Net::Loopback, true) => "[::1]:0",
+    }
+}
+
 /// A `viaduct-bridge` child process, killed (by its PID) on drop.
 pub struct Bridge {
     child: Child,
     pub socket: PathBuf,
     dir: PathBuf,
+    /// The namespaces of an AF_XDP run (removed after the child is gone).
+    pub netns: Option<netns::Netns>,
 }
 
 impl Bridge {
+    /// Start a bridge for the current run ([`Net::from_env`]); under AF_XDP the calling
+    /// thread moves to the peers' namespace. Panics when AF_XDP is asked for but missing.
     pub fn start(backend: &str, extra: &[&str]) -> Self {
+        Self::start_in(Net::from_env(), backend, extra).expect("AF_XDP test setup")
+    }
+
+    /// Start a bridge on `net`; None when AF_XDP is unavailable (said on stderr; a
+    /// failure instead when `VIADUCT_REQUIRE_XDP=1`).
+    pub fn start_in(net: Net, backend: &str, extra: &[&str]) -> Option<Self> {
+        let mut ns = match net {
+            Net::Loopback => None,
+            Net::Xdp => Some(netns::Netns::create(1)?),
+        };
+        let v6 = extra.iter().any(|a| a.contains(':'));
+        let mut extra: Vec<&str> = extra.to_vec();
+        let iface;
+        let mut backend = backend;
+        if let Some(ns) = &ns {
+            // Same flags, but on AF_XDP, bound on the veth end.
+            if let Some(i) = extra.iter().position(|a| *a == "--bind") {
+                extra.drain(i..i + 2);
+            }
+            iface = ns.va.clone();
+            let bind = if v6 {
+                netns::BRIDGE_V6
+            } else {
+                netns::BRIDGE_V4
+            };
+            extra.extend_from_slice(&["--bind", bind, "--xdp-iface", &iface]);
+            backend = "xdp";
+        }
         let dir = std::env::temp_dir().join(format!(
             "viaduct-test-{}-{}",
             std::process::id(),
@@ -46,15 +120,32 @@ impl Bridge {
         if !extra.contains(&"--bind") {
             args.extend_from_slice(&["--bind", "127.0.0.1"]);
         }
-        args.extend_from_slice(extra);
-        let child = Command::new(env!("CARGO_BIN_EXE_viaduct-bridge"))
+        args.extend_from_slice(&extra);
+        let bin = env!("CARGO_BIN_EXE_viaduct-bridge");
+        let mut command = match &ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(ns.exec_prefix()).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .args(&args)
             .arg("--socket")
             .arg(&socket)
             .stdin(Stdio::null())
             .spawn()
             .expect("start viaduct-bridge");
-        Self { child, socket, dir }
+        if let Some(ns) = &mut ns {
+            ns.enter_peer_side();
+        }
+        Some(Self {
+            child,
+            socket,
+            dir,
+            netns: ns,
+        })
     }
 
     /// Connects to the command socket, waiting for the bridge to open it.
@@ -148,7 +239,19 @@ impl Call {
 
     /// A call with the bridge bound to `bind` and the peers on the same family's loopback.
     pub fn start_on(backend: &str, profile: Profile, peers: usize, bind: &str) -> Self {
-        let mut bridge = Bridge::start(backend, &["--bind", bind]);
+        Self::start_in(Net::from_env(), backend, profile, peers, bind).expect("AF_XDP test setup")
+    }
+
+    /// A call on `net` (None: AF_XDP unavailable and not required; see [`Bridge::start_in`]).
+    pub fn start_in(
+        net: Net,
+        backend: &str,
+        profile: Profile,
+        peers: usize,
+        bind: &str,
+    ) -> Option<Self> {
+        let mut bridge = Bridge::start_in(net, backend, &["--bind", bind])?;
+        let backend = if net == Net::Xdp { "xdp" } else { backend };
         let mut link = bridge.link();
         match link.request(RequestBody::Hello) {
             Ok(Reply::Hello { io_backend, .. }) => {
@@ -173,16 +276,17 @@ impl Call {
             identity,
             profile,
             seq: Vec::new(),
-            loopback: if bind.contains(':') {
-                "[::1]:0"
-            } else {
-                "127.0.0.1:0"
+            loopback: match (net, bind.contains(':')) {
+                (Net::Xdp, false) => netns::PEER_V4,
+                (Net::Xdp, true) => netns::PEER_V6,
+                (Net::Loopback, true) => "[::1]:0",
+                (Net::Loopback, false) => "127.0.0.1:0",
             },
         };
         for i in 0..peers {
             call.add_peer(&format!("ep{i}"));
         }
-        call
+        Some(call)
     }
 
     /// Allocates an endpoint, signals a new peer's credentials and connects it.

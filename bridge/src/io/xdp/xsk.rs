@@ -1,0 +1,656 @@
+//! One worker's AF_XDP socket (xdpilone rings over an mmap'd UMEM): receive frames are
+//! parsed in place and handed to the worker, sent datagrams are framed in place in free
+//! UMEM frames; destinations whose MAC is unknown, of the other family or too large go
+//! through the worker's kernel UDP socket (the [`MmsgBackend`] slow path), which also
+//! receives whatever the XDP program passes to the kernel for this port.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::num::NonZeroU32;
+use std::os::fd::{AsRawFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use xdpilone::xdp::XdpDesc;
+use xdpilone::{
+    DeviceQueue, Errno, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig, User,
+};
+
+use super::frame::{self, Route};
+use super::neigh::Neighbours;
+use super::{Attached, FRAME_SIZE};
+use crate::io::mmsg::MmsgBackend;
+use crate::io::{normalize, Backend, BackendKind, TxBatch, MAX_WAIT, RECV_BATCH};
+
+/// While the AF_XDP ring keeps delivering, the kernel socket (slow path) is also read
+/// every this many `recv` calls: rare traffic (fragments, a packet on the wrong queue)
+/// is not starved, and a busy loop pays about one extra syscall per 16 calls for it.
+const KERNEL_POLL_EVERY: u32 = 16;
+
+/// A neighbour-table miss re-reads the kernel's table at most this often: a dump per
+/// miss would turn a flood from unknown addresses into a netlink flood.
+const NEIGH_REFRESH: Duration = Duration::from_secs(1);
+
+/// Wake-ups (sendto) per `send` at most: copy mode transmits at most 32 frames per call
+/// (the kernel's TX_BATCH_SIZE), so this bounds one send to about 32 × 64 frames.
+const MAX_TX_KICKS: u32 = 64;
+
+/// Slots of the slow-path batch; a fuller one is flushed mid-send.
+const SLOW_SLOTS: usize = 256;
+
+/// An anonymous, page-aligned mapping for the UMEM.
+struct Area {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Area {
+    fn new(len: usize) -> io::Result<Self> {
+        // SAFETY: an anonymous private mapping with no address hint; the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(crate::io::context(
+                io::Error::last_os_error(),
+                format_args!("mmap of a {len}-byte UMEM"),
+            ));
+        }
+        let ptr =
+            NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Self { ptr, len })
+    }
+
+    fn as_slice_ptr(&self) -> NonNull<[u8]> {
+        NonNull::slice_from_raw_parts(self.ptr, self.len)
+    }
+
+    /// `len` bytes at `offset`, or None when out of bounds.
+    ///
+    /// # Safety
+    /// The caller must own the frame holding `offset..offset + len` (taken from the receive
+    /// ring and not yet given back to the fill ring, or on the free transmit list), so that
+    /// the kernel neither reads nor writes it meanwhile, and must not create two views of it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn bytes(&self, offset: u64, len: usize) -> Option<&mut [u8]> {
+        let offset = usize::try_from(offset).ok()?;
+        if offset.checked_add(len)? > self.len {
+            return None;
+        }
+        // SAFETY: in bounds (checked above) of a live mapping we own; exclusivity is the
+        // caller's promise (see `# Safety`).
+        Some(unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(offset), len) })
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping made in `new`; the rings and UMEM that used
+        // it were dropped before (field order in XskBackend).
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The rings of one AF_XDP socket.
+struct Rings {
+    rx: RingRx,
+    tx: RingTx,
+    device: DeviceQueue,
+    user: User,
+    _socket: Socket,
+    _umem: Umem,
+}
+
+fn errno(e: Errno, what: &str) -> io::Error {
+    crate::io::context(io::Error::from_raw_os_error(e.get_raw().abs()), what)
+}
+
+impl Rings {
+    fn create(info: &IfInfo, area: &Area, frames: u32, zero_copy: bool) -> io::Result<Self> {
+        let half = frames / 2;
+        let config = UmemConfig {
+            fill_size: half,
+            complete_size: half,
+            frame_size: FRAME_SIZE,
+            headroom: 0,
+            flags: 0,
+        };
+        // SAFETY: the area is a page-aligned mapping of `frames * FRAME_SIZE` bytes that
+        // outlives the UMEM (XskBackend drops its rings before its area).
+        let umem = unsafe { Umem::new(config, area.as_slice_ptr()) }
+            .map_err(|e| memlock_error(e, area.len))?;
+        let socket = Socket::with_shared(info, &umem).map_err(|e| errno(e, "AF_XDP socket"))?;
+        let device = umem
+            .fq_cq(&socket)
+            .map_err(|e| errno(e, "AF_XDP fill/completion rings"))?;
+        let mode = if zero_copy {
+            SocketConfig::XDP_BIND_ZEROCOPY
+        } else {
+            SocketConfig::XDP_BIND_COPY
+        };
+        let user = umem
+            .rx_tx(
+                &socket,
+                &SocketConfig {
+                    rx_size: NonZeroU32::new(half),
+                    tx_size: NonZeroU32::new(half),
+                    bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP | mode,
+                },
+            )
+            .map_err(|e| errno(e, "AF_XDP rx/tx rings"))?;
+        let rx = user
+            .map_rx()
+            .map_err(|e| errno(e, "mapping the AF_XDP rx ring"))?;
+        let tx = user
+            .map_tx()
+            .map_err(|e| errno(e, "mapping the AF_XDP tx ring"))?;
+        umem.bind(&user).map_err(|e| {
+            errno(
+                e,
+                if zero_copy {
+                    "binding the AF_XDP socket in zero-copy mode"
+                } else {
+                    "binding the AF_XDP socket"
+                },
+            )
+        })?;
+        Ok(Self {
+            rx,
+            tx,
+            device,
+            user,
+            _socket: socket,
+            _umem: umem,
+        })
+    }
+}
+
+/// UMEM registration failed: say what RLIMIT_MEMLOCK allows when that is the likely cause.
+fn memlock_error(e: Errno, bytes: usize) -> io::Error {
+    let raw = e.get_raw().abs();
+    let err = io::Error::from_raw_os_error(raw);
+    if ![libc::ENOBUFS, libc::ENOMEM, libc::EPERM].contains(&raw) {
+        return crate::io::context(err, "registering the UMEM");
+    }
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a live local the kernel fills.
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0 {
+        if lim.rlim_cur == libc::RLIM_INFINITY {
+            "unlimited".to_owned()
+        } else {
+            format!("{} bytes", lim.rlim_cur)
+        }
+    } else {
+        "unknown".to_owned()
+    };
+    io::Error::new(
+        err.kind(),
+        format!(
+            "registering a {} MiB UMEM failed ({err}); RLIMIT_MEMLOCK is {limit}: raise it (LimitMEMLOCK= in the unit, ulimit -l), grant CAP_IPC_LOCK, or lower --xdp-frames",
+            bytes >> 20
+        ),
+    )
+}
+
+/// One worker's AF_XDP backend.
+pub(super) struct XskBackend {
+    // Field order is drop order: the rings and UMEM go before the memory they use.
+    rings: Rings,
+    area: Area,
+    attached: Arc<Attached>,
+    queue: u32,
+    /// The worker's kernel UDP socket (always set once `open` returns).
+    kernel: Option<MmsgBackend>,
+    kernel_fd: RawFd,
+    xsk_fd: RawFd,
+    /// Datagrams for the kernel path, filled by `send`.
+    slow: TxBatch,
+    /// Transmit frames (UMEM offsets) not in any ring.
+    free_tx: Vec<u64>,
+    /// Receive frames consumed this call, to give back to the fill ring.
+    refill: Vec<u64>,
+    /// Descriptors of one transmit round.
+    descs: Vec<XdpDesc>,
+    local: SocketAddr,
+    mac: [u8; 6],
+    ifindex: u32,
+    neighbours: Neighbours,
+    last_refresh: Option<Instant>,
+    ip_id: u16,
+    zero_copy: bool,
+    syscalls: u64,
+    calls: u32,
+    /// Datagrams by path, logged when the backend closes.
+    paths: Paths,
+}
+
+/// How many datagrams took which path.
+#[derive(Clone, Copy, Debug, Default)]
+struct Paths {
+    rx_xsk: u64,
+    rx_kernel: u64,
+    rx_declined: u64,
+    tx_xsk: u64,
+    tx_kernel: u64,
+}
+
+impl XskBackend {
+    #[allow(clippy::result_large_err)]
+    pub(super) fn open(
+        attached: Arc<Attached>,
+        worker: usize,
+        socket: UdpSocket,
+    ) -> Result<Self, (io::Error, UdpSocket)> {
+        let local = match socket.local_addr() {
+            Ok(a) => normalize(a),
+            Err(e) => return Err((e, socket)),
+        };
+        if local.ip() != attached.bind && !(local.ip().is_unspecified()) {
+            let e = io::Error::other(format!(
+                "socket bound to {local}, XDP program matches {}",
+                attached.bind
+            ));
+            return Err((e, socket));
+        }
+        let local = SocketAddr::new(attached.bind, local.port());
+        let queue = attached.config.queue + worker as u32;
+        let frames = attached.config.frames;
+        let setup = (|| -> io::Result<(Area, Rings, bool)> {
+            let area = Area::new(attached.config.umem_bytes())?;
+            let mut info = IfInfo::invalid();
+            info.from_ifindex(attached.iface.ifindex)
+                .map_err(|e| errno(e, "interface index"))?;
+            info.set_queue(queue);
+            if attached.program.native {
+                match Rings::create(&info, &area, frames, true) {
+                    Ok(r) => return Ok((area, r, true)),
+                    Err(e) => tracing::debug!(error = %e, "zero-copy unavailable, using copy mode"),
+                }
+            }
+            let rings = Rings::create(&info, &area, frames, false)?;
+            Ok((area, rings, false))
+        })();
+        let (area, rings, zero_copy) = match setup {
+            Ok(x) => x,
+            Err(e) => return Err((e, socket)),
+        };
+        let half = frames / 2;
+        let mut backend = Self {
+            xsk_fd: rings.user.as_raw_fd(),
+            rings,
+            area,
+            queue,
+            kernel: None,
+            kernel_fd: socket.as_raw_fd(),
+            slow: TxBatch::new(SLOW_SLOTS),
+            free_tx: (half..frames)
+                .map(|i| u64::from(i) * u64::from(FRAME_SIZE))
+                .collect(),
+            refill: Vec::with_capacity(RECV_BATCH),
+            descs: Vec::with_capacity(half as usize),
+            local,
+            mac: attached.iface.mac,
+            ifindex: attached.iface.ifindex,
+            neighbours: Neighbours::new(attached.iface.ifindex),
+            last_refresh: None,
+            ip_id: 0,
+            zero_copy,
+            syscalls: 0,
+            calls: 0,
+            paths: Paths::default(),
+            attached,
+        };
+        // Every receive frame starts in the fill ring.
+        let filled = {
+            let mut fill = backend.rings.device.fill(half);
+            let n = fill.insert((0..half).map(|i| u64::from(i) * u64::from(FRAME_SIZE)));
+            fill.commit();
+            n
+        };
+        if filled != half {
+            tracing::warn!(filled, half, "fill ring took fewer frames than expected");
+        }
+        if let Err(e) = backend.neighbours.refresh() {
+            tracing::warn!(error = %e, "reading the neighbour table failed; MACs will be learned from received frames");
+        }
+        backend.last_refresh = Some(Instant::now());
+        let registered =
+            backend
+                .attached
+                .program
+                .register(queue, local.port(), Some(backend.xsk_fd));
+        if let Err(e) = registered {
+            return Err((e, socket));
+        }
+        // A duplicate of the socket to hand back should MmsgBackend::open fail after
+        // taking the original (it practically never does).
+        let spare = match socket.try_clone() {
+            Ok(s) => s,
+            Err(e) => return Err((e, socket)),
+        };
+        match MmsgBackend::open(socket) {
+            Ok(k) => backend.kernel = Some(k),
+            Err(e) => return Err((e, spare)),
+        }
+        drop(spare);
+        tracing::info!(
+            worker,
+            iface = %backend.attached.iface.name,
+            queue,
+            %local,
+            mode = if zero_copy { "zero-copy" } else { "copy" },
+            xdp = if backend.attached.program.native { "native" } else { "generic" },
+            umem_mib = backend.attached.config.umem_bytes() >> 20,
+            "AF_XDP socket ready"
+        );
+        Ok(backend)
+    }
+
+    /// Move completed transmit frames back to the free list.
+    fn reap(&mut self) {
+        let mut done = self.rings.device.complete(self.free_tx.capacity() as u32);
+        while let Some(addr) = done.read() {
+            self.free_tx.push(addr);
+        }
+        done.release();
+    }
+
+    /// Hand every frame waiting in the receive ring to `on_datagram`, then give the frames
+    /// back to the fill ring. Returns how many datagrams were delivered.
+    fn drain(&mut self, on_datagram: &mut dyn FnMut(&mut [u8], SocketAddr)) -> usize {
+        let mut delivered = 0;
+        {
+            let Self {
+                rings,
+                area,
+                refill,
+                neighbours,
+                ifindex,
+                paths,
+                ..
+            } = self;
+            let mut rx = rings.rx.receive(RECV_BATCH as u32);
+            while let Some(desc) = rx.read() {
+                refill.push(desc.addr - desc.addr % u64::from(FRAME_SIZE));
+                // SAFETY: this frame came out of the receive ring, so the kernel is done
+                // with it until we put it back in the fill ring below; only this view exists.
+                let Some(bytes) = (unsafe { area.bytes(desc.addr, desc.len as usize) }) else {
+                    continue;
+                };
+                let Ok(r) = frame::parse(bytes, *ifindex) else {
+                    paths.rx_declined += 1;
+                    continue;
+                };
+                if neighbours.get(&r.src.ip()) != Some(r.src_mac) {
+                    neighbours.learn(r.src.ip(), r.src_mac);
+                }
+                on_datagram(&mut bytes[r.payload..r.payload + r.len], r.src);
+                delivered += 1;
+            }
+            rx.release();
+            paths.rx_xsk += delivered as u64;
+        }
+        if !self.refill.is_empty() {
+            // Retried like a transmit (see `transmit`): a stale cached view gives short inserts.
+            let mut n = 0;
+            while n < self.refill.len() {
+                let mut fill = self.rings.device.fill((self.refill.len() - n) as u32);
+                let k = fill.insert(self.refill[n..].iter().copied()) as usize;
+                fill.commit();
+                if k == 0 {
+                    break;
+                }
+                n += k;
+            }
+            self.refill.drain(..n);
+            if self.rings.device.needs_wakeup() {
+                self.syscalls += 1;
+                self.rings.device.wake();
+            }
+        }
+        delivered
+    }
+
+    /// Wait up to `timeout` for the AF_XDP socket or the kernel socket; true when one is readable.
+    fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        let timeout = timeout.min(MAX_WAIT);
+        let mut fds = [
+            libc::pollfd {
+                fd: self.xsk_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.kernel_fd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ts = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        self.syscalls += 1;
+        // SAFETY: `fds` and `ts` are live locals for the call; a null sigmask leaves the mask alone.
+        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null()) };
+        if rc >= 0 {
+            return Ok(rc > 0);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        Err(crate::io::context(err, "xdp: ppoll"))
+    }
+
+    /// The next hop for `dst`, reading the kernel's table again (rate-limited) on a miss.
+    fn next_hop(&mut self, dst: &SocketAddr) -> Option<[u8; 6]> {
+        if let Some(mac) = self.neighbours.get(&dst.ip()) {
+            return Some(mac);
+        }
+        let now = Instant::now();
+        if self
+            .last_refresh
+            .is_none_or(|t| now.duration_since(t) >= NEIGH_REFRESH)
+        {
+            self.last_refresh = Some(now);
+            if let Err(e) = self.neighbours.refresh() {
+                tracing::debug!(error = %e, "neighbour table refresh failed");
+            }
+            return self.neighbours.get(&dst.ip());
+        }
+        None
+    }
+
+    /// Whatever the kernel socket has, without waiting.
+    fn kernel_recv(
+        &mut self,
+        on_datagram: &mut dyn FnMut(&mut [u8], SocketAddr),
+    ) -> io::Result<usize> {
+        let n = match &mut self.kernel {
+            Some(k) => k.recv(Duration::ZERO, on_datagram)?,
+            None => 0,
+        };
+        self.paths.rx_kernel += n as u64;
+        Ok(n)
+    }
+
+    /// Queue `data` for the kernel path, flushing the slow batch when it is full; returns
+    /// how many datagrams the kernel took in a flush.
+    fn slow_push(&mut self, data: &[u8], dst: SocketAddr) -> io::Result<usize> {
+        let mut sent = 0;
+        if self.slow.is_full() {
+            sent = self.slow_flush()?;
+        }
+        self.slow.push(data, dst);
+        Ok(sent)
+    }
+
+    fn slow_flush(&mut self) -> io::Result<usize> {
+        let n = match &mut self.kernel {
+            Some(k) if !self.slow.is_empty() => k.send(&mut self.slow)?,
+            _ => 0,
+        };
+        self.paths.tx_kernel += n as u64;
+        Ok(n)
+    }
+
+    /// Put the collected descriptors on the transmit ring and kick the kernel; frames the
+    /// ring did not take go back to the free list. Returns how many were queued.
+    fn transmit(&mut self) -> usize {
+        if self.descs.is_empty() {
+            return 0;
+        }
+        // xdpilone serves a reservation from its cached view of the kernel's consumer and
+        // refreshes that view only when it shows no room at all: a short insert is retried
+        // (then with a fresh view) until the ring is really full.
+        let mut n = 0;
+        while n < self.descs.len() {
+            let mut w = self.rings.tx.transmit((self.descs.len() - n) as u32);
+            let k = w.insert(self.descs[n..].iter().copied()) as usize;
+            w.commit();
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        for d in &self.descs[n..] {
+            self.free_tx.push(d.addr);
+        }
+        self.descs.clear();
+        self.paths.tx_xsk += n as u64;
+        // Copy mode sends at most 32 frames per wake-up; zero-copy drivers only need one
+        // when they ask for it.
+        let mut kicks = 0;
+        while self.rings.tx.needs_wakeup() && self.rings.tx.pending() > 0 && kicks < MAX_TX_KICKS {
+            self.rings.tx.wake();
+            self.syscalls += 1;
+            kicks += 1;
+            if self.zero_copy {
+                break;
+            }
+        }
+        n
+    }
+}
+
+impl Drop for XskBackend {
+    fn drop(&mut self) {
+        // Stop steering this port to a socket that is going away; the kernel removes the
+        // socket from the XSKMAP itself when it closes.
+        let _ = self.attached.program.register(self.queue, 0, None);
+        let p = self.paths;
+        let stats = self.rings.user.statistics_v2().ok();
+        tracing::info!(
+            queue = self.queue,
+            rx_xsk = p.rx_xsk,
+            rx_kernel = p.rx_kernel,
+            rx_declined = p.rx_declined,
+            tx_xsk = p.tx_xsk,
+            tx_kernel = p.tx_kernel,
+            xsk_rx_dropped = stats.as_ref().map(|s| s.rx_dropped),
+            xsk_fill_ring_empty = stats.as_ref().map(|s| s.rx_fill_ring_empty_descs),
+            neighbours = self.neighbours.len(),
+            "AF_XDP socket closed"
+        );
+    }
+}
+
+impl Backend for XskBackend {
+    fn kind(&self) -> BackendKind {
+        if self.zero_copy {
+            BackendKind::XdpZeroCopy
+        } else {
+            BackendKind::Xdp
+        }
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    fn recv(
+        &mut self,
+        timeout: Duration,
+        on_datagram: &mut dyn FnMut(&mut [u8], SocketAddr),
+    ) -> io::Result<usize> {
+        self.reap();
+        self.calls = self.calls.wrapping_add(1);
+        let mut n = self.drain(on_datagram);
+        if n == 0 || self.calls.is_multiple_of(KERNEL_POLL_EVERY) {
+            n += self.kernel_recv(on_datagram)?;
+        }
+        if n == 0 && !timeout.is_zero() && self.wait(timeout)? {
+            n += self.drain(on_datagram);
+            n += self.kernel_recv(on_datagram)?;
+        }
+        Ok(n)
+    }
+
+    fn send(&mut self, tx: &mut TxBatch) -> io::Result<usize> {
+        self.reap();
+        let mut sent = 0;
+        for i in 0..tx.len() {
+            let (data, dst) = tx.get(i);
+            let dst = normalize(dst);
+            let hlen = frame::header_len(&dst.ip());
+            let fits =
+                dst.is_ipv4() == self.local.is_ipv4() && hlen + data.len() <= FRAME_SIZE as usize;
+            let mac = if fits { self.next_hop(&dst) } else { None };
+            let Some(dst_mac) = mac else {
+                sent += self.slow_push(data, dst)?;
+                continue;
+            };
+            if self.free_tx.is_empty() {
+                sent += self.transmit();
+                self.reap();
+            }
+            let Some(addr) = self.free_tx.pop() else {
+                sent += self.slow_push(data, dst)?;
+                continue;
+            };
+            // SAFETY: `addr` was on the free list: in no ring, so the kernel does not touch
+            // it until we queue it, and this is the only view of it.
+            let Some(buf) = (unsafe { self.area.bytes(addr, FRAME_SIZE as usize) }) else {
+                continue;
+            };
+            buf[hlen..hlen + data.len()].copy_from_slice(data);
+            let route = Route {
+                src_mac: self.mac,
+                dst_mac,
+                src: self.local,
+                dst,
+            };
+            self.ip_id = self.ip_id.wrapping_add(1);
+            match frame::write_headers(buf, &route, data.len(), self.ip_id) {
+                Some(len) => self.descs.push(XdpDesc {
+                    addr,
+                    len: len as u32,
+                    options: 0,
+                }),
+                None => self.free_tx.push(addr),
+            }
+        }
+        sent += self.transmit();
+        let flushed = self.slow_flush();
+        tx.clear();
+        sent += flushed?;
+        Ok(sent)
+    }
+
+    fn syscalls(&self) -> u64 {
+        self.syscalls + self.kernel.as_ref().map_or(0, |k| k.syscalls())
+    }
+}
