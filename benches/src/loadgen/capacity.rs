@@ -1,6 +1,8 @@
 //! The capacity search: the largest number of participants (whole conferences) that
 //! holds loss and p99 latency under their bounds for the trial's duration, found by
-//! doubling and then bisecting.
+//! doubling and then bisecting. A trial that fails on latency alone (no loss) is run
+//! once more before it counts: on a shared VM one scheduling hiccup can push a p99
+//! past its bound at any load, and a single spike should not end the search.
 
 use anyhow::Result;
 
@@ -44,8 +46,20 @@ pub fn search(
     let mut best: Option<Report> = None;
     let mut last: Option<Report> = None;
     while trials.len() < b.max_trials {
-        let r = trial(n)?;
-        let pass = passes(&r, &b);
+        let mut r = trial(n)?;
+        let mut pass = passes(&r, &b);
+        if !pass && r.loss_ratio < b.loss && trials.len() + 1 < b.max_trials {
+            trials.push(Trial {
+                participants: n * participants_per_conference,
+                conferences: n,
+                loss_ratio: r.loss_ratio,
+                p99_ms: r.latency_ms.p99,
+                forwarded_pps: r.forwarded_pps,
+                pass,
+            });
+            r = trial(n)?;
+            pass = passes(&r, &b);
+        }
         trials.push(Trial {
             participants: n * participants_per_conference,
             conferences: n,
@@ -86,4 +100,74 @@ pub fn search(
         trials,
     };
     Ok((capacity, chosen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(loss: f64, p99: f64) -> Report {
+        Report {
+            loss_ratio: loss,
+            latency_ms: super::super::report::Latency {
+                p99,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn bounds() -> Bounds {
+        Bounds {
+            loss: 0.001,
+            p99_ms: 5.0,
+            max_conferences: 64,
+            max_trials: 20,
+            bridge_cores: 1,
+        }
+    }
+
+    #[test]
+    fn doubles_then_bisects_to_the_largest_passing_load() {
+        // Up to 11 conferences pass; 12 and more lose packets.
+        let (cap, _) = search(1, 10, bounds(), |n| {
+            Ok(if n <= 11 {
+                report(0.0, 1.0)
+            } else {
+                report(0.05, 1.0)
+            })
+        })
+        .unwrap();
+        assert_eq!(cap.participants, 110);
+        assert!(cap.trials.iter().all(|t| t.pass == (t.conferences <= 11)));
+    }
+
+    #[test]
+    fn a_latency_spike_is_retried_once_but_loss_is_not() {
+        // 4 conferences hit one latency spike, then pass; 8 lose packets (no retry).
+        let mut runs = std::collections::HashMap::<usize, usize>::new();
+        let (cap, _) = search(1, 10, bounds(), |n| {
+            let k = runs.entry(n).or_default();
+            *k += 1;
+            Ok(match n {
+                4 if *k == 1 => report(0.0, 40.0),
+                n if n >= 6 => report(0.02, 1.0),
+                _ => report(0.0, 1.0),
+            })
+        })
+        .unwrap();
+        assert_eq!(cap.participants, 50);
+        assert_eq!(runs[&4], 2, "the spike was retried");
+        assert_eq!(runs[&8], 1, "a lossy trial is not retried");
+        // A load that fails on latency twice fails.
+        let (cap, _) = search(1, 10, bounds(), |n| {
+            Ok(if n >= 2 {
+                report(0.0, 40.0)
+            } else {
+                report(0.0, 1.0)
+            })
+        })
+        .unwrap();
+        assert_eq!(cap.participants, 10);
+    }
 }

@@ -70,7 +70,7 @@ pub struct Capacity {
 }
 
 /// The whole report (`--json`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Report {
     /// Conferences.
     pub conferences: usize,
