@@ -1,6 +1,8 @@
 //! `viaduct-loadgen` against real processes: a small run on the bridge's command socket
 //! and one through the control service's colibri2 API; the JSON report must show every
-//! stream received, no authentication failure, no loss on loopback, and latencies.
+//! stream received, no authentication failure, no loss on loopback, and latencies. With
+//! the `xdp` feature (as root), the same run over a veth pair between two namespaces with
+//! both the bridge and the load generator on AF_XDP.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,8 +19,16 @@ fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
     BUILD.call_once(|| {
+        // With the xdp feature the bridge must have it too (and every test of this build
+        // uses the same binaries).
+        let features: &[&str] = if cfg!(feature = "xdp") {
+            &["--features", "viaduct-bridge/xdp,viaduct-benches/xdp"]
+        } else {
+            &[]
+        };
         let ok = Command::new(env!("CARGO"))
             .args(["build", "--quiet", "--workspace", "--bins"])
+            .args(features)
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
             .status()
             .unwrap()
@@ -70,7 +80,22 @@ fn bridge(dir: &Path) -> Proc {
 }
 
 fn loadgen(args: &[&str], json: &Path) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_viaduct-loadgen"))
+    loadgen_in(None, args, json)
+}
+
+/// Runs the load generator (in network namespace `netns`, when given, through `ip netns
+/// exec`, which also gives it that namespace's /sys) and reads its JSON report.
+fn loadgen_in(netns: Option<&str>, args: &[&str], json: &Path) -> Value {
+    let exe = env!("CARGO_BIN_EXE_viaduct-loadgen");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, exe]);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let out = cmd
         .args(args)
         .arg("--json")
         .arg(json)
@@ -203,4 +228,70 @@ fn through_the_control_service_with_simulcast() {
     drop(control);
     drop(b);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(feature = "xdp")]
+#[allow(dead_code)] // the helpers the bridge's own tests use and these do not
+#[path = "../../bridge/tests/common/netns.rs"]
+mod netns;
+
+/// The benchmark's veth setup in small: the bridge on AF_XDP in one namespace, the load
+/// generator's media on AF_XDP in the other; every packet crosses the veth pair.
+#[cfg(feature = "xdp")]
+#[test]
+fn both_ends_on_af_xdp_over_veth() {
+    let Some(ns) = netns::Netns::create(1) else {
+        return;
+    };
+    let dir = tempdir("xdp");
+    let sock = dir.join("bridge.sock");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &ns.a])
+        .arg(bin("viaduct-bridge"))
+        .args(["--cores", "1", "--no-pin", "--bind", netns::BRIDGE_V4])
+        .args([
+            "--port-base",
+            "0",
+            "--io-backend",
+            "xdp",
+            "--xdp-iface",
+            &ns.va,
+        ])
+        .args(["--log", "warn", "--socket"])
+        .arg(&sock)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _bridge = Proc(child); // `ip netns exec` execs the bridge: this is its pid
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "bridge socket never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let peer_ip = netns::PEER_V4.trim_end_matches(":0");
+    let r = loadgen_in(
+        Some(&ns.b),
+        &[
+            "--bridge-socket",
+            sock.to_str().unwrap(),
+            "--conferences",
+            "2",
+            "--participants",
+            "3",
+            "--video-kbps",
+            "300",
+            "--duration",
+            "3",
+            "--local-ip",
+            peer_ip,
+            "--allow-remote",
+            "--io",
+            "xdp",
+            "--xdp-iface",
+            &ns.vb,
+        ],
+        &dir.join("xdp.json"),
+    );
+    assert_clean(&r, 2 * 3 * 2 * 2);
+    assert_eq!(r["loadgen_io"], "xdp", "{r:#}");
 }

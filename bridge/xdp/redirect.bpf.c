@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
-// Viaduct's XDP program: an IPv4/IPv6 UDP datagram for the bridge's address and for the
-// port of the worker that owns this receive queue goes to that worker's AF_XDP socket
-// (XSKMAP slot = queue index); everything else -- ARP/ND, other ports, fragments, IP
+// Viaduct's XDP program: an IPv4/IPv6 UDP datagram for the bridge's address and for a
+// port of the socket that owns this receive queue (a bridge worker's one port, or a load
+// generator's range) goes to that AF_XDP socket (XSKMAP slot = queue index); everything
+// else -- ARP/ND, other ports, fragments, IP
 // options, IPv6 extension headers, VLAN tags, a queue with no socket -- is XDP_PASS.
 // Built by bridge/build.rs with clang (cargo feature `xdp`); loaded and attached by
 // bridge/src/io/xdp/program.rs (aya, bpf_link).
@@ -23,7 +24,7 @@ struct {
 	__type(value, __u32);
 } xsks SEC(".maps");
 
-// Port (host order) of the worker whose socket serves each queue; 0 = none.
+// Ports (host order) of the socket serving each queue: first | last << 16; 0 = none.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, MAX_QUEUES);
@@ -74,8 +75,11 @@ int viaduct_redirect(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	__u32 queue = ctx->rx_queue_index;
-	__u32 *port = bpf_map_lookup_elem(&queue_ports, &queue);
-	if (!port || *port == 0 || bpf_ntohs(udp->dest) != *port)
+	__u32 *ports = bpf_map_lookup_elem(&queue_ports, &queue);
+	if (!ports || *ports == 0)
+		return XDP_PASS;
+	__u32 dport = bpf_ntohs(udp->dest);
+	if (dport < (*ports & 0xffff) || dport > (*ports >> 16))
 		return XDP_PASS; // another worker's port on this queue: the kernel socket gets it
 	return bpf_redirect_map(&xsks, queue, XDP_PASS);
 }

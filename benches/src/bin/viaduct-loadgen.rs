@@ -103,9 +103,34 @@ struct Args {
     /// Allow a bridge whose candidates are not loopback.
     #[arg(long)]
     allow_remote: bool,
+    /// How media goes out and comes in after ICE and DTLS: the peers' kernel sockets, or
+    /// one AF_XDP socket on --xdp-iface for all of them (one thread; the build needs the
+    /// cargo feature `xdp`; needs --local-ip, the address on that interface).
+    #[arg(long, value_enum, default_value_t = LoadIo::Kernel)]
+    io: LoadIo,
+    /// With --io xdp: the interface the peers' address is on.
+    #[arg(long)]
+    xdp_iface: Option<String>,
+    /// With --io xdp: the receive queue to use.
+    #[arg(long, default_value_t = 0)]
+    xdp_queue: u32,
+    /// With --io xdp: UMEM frames (a power of two).
+    #[arg(long, default_value_t = viaduct_bridge::io::xdp::DEFAULT_FRAMES)]
+    xdp_frames: u32,
+    /// With --io xdp: attach mode (auto, native, generic).
+    #[arg(long, default_value = "auto")]
+    xdp_mode: viaduct_bridge::io::xdp::XdpMode,
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LoadIo {
+    /// Each peer's own UDP socket.
+    Kernel,
+    /// One AF_XDP socket for every peer.
+    Xdp,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -169,6 +194,25 @@ fn main() -> Result<()> {
         TargetKind::Viaduct => [127, 0, 0, 1].into(),
         TargetKind::Janus => [127, 0, 0, 2].into(),
     });
+    let xdp = match args.io {
+        LoadIo::Kernel => None,
+        LoadIo::Xdp => {
+            if args.xdp_iface.is_none() || args.local_ip.is_none() {
+                bail!("--io xdp needs --xdp-iface and --local-ip (the address on it)");
+            }
+            if args.target == TargetKind::Janus {
+                bail!("--io xdp is for --target viaduct");
+            }
+            let config = viaduct_bridge::io::xdp::XdpConfig {
+                iface: args.xdp_iface.clone(),
+                queue: args.xdp_queue,
+                frames: args.xdp_frames,
+                mode: args.xdp_mode,
+            };
+            config.validate().map_err(anyhow::Error::msg)?;
+            Some(config)
+        }
+    };
     let scenario = Scenario {
         conferences: args.conferences.max(1),
         participants: args.participants,
@@ -185,6 +229,7 @@ fn main() -> Result<()> {
         sample: args.sample.max(1),
         allow_remote: args.allow_remote,
         progress: !args.quiet,
+        xdp,
     };
     let identity = Arc::new(Identity::generate()?);
     let kit = PeerKit {

@@ -24,7 +24,7 @@ use super::janus::Janus;
 use super::traffic::{self, Plan};
 
 /// After senders stop, receivers wait this long for packets in flight.
-const GRACE: Duration = Duration::from_millis(500);
+pub(super) const GRACE: Duration = Duration::from_millis(500);
 
 /// The first packets of every stream are always decrypted and checked.
 const ALWAYS_CHECK_FIRST: u64 = 8;
@@ -59,6 +59,9 @@ pub struct Scenario {
     pub allow_remote: bool,
     /// Show progress bars.
     pub progress: bool,
+    /// Send and receive media through AF_XDP on this interface instead of the peers'
+    /// kernel sockets (one thread; see [`super::xdp`]).
+    pub xdp: Option<viaduct_bridge::io::xdp::XdpConfig>,
 }
 
 /// A connected synthetic participant.
@@ -307,7 +310,7 @@ pub struct RunResult {
     pub profiles: Vec<String>,
 }
 
-fn histogram() -> Histogram<u64> {
+pub(super) fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
         .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()))
 }
@@ -336,6 +339,17 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
             }
         }
     }
+    if s.xdp.is_some() {
+        if s.cores.len() > 1 {
+            bail!(
+                "with AF_XDP the load generator runs one thread: give one core, not {:?}",
+                s.cores
+            );
+        }
+        if participants.iter().any(|p| p.receive.is_some()) {
+            bail!("AF_XDP media is for Viaduct targets (one PeerConnection per peer)");
+        }
+    }
     let cores = if s.cores.is_empty() {
         vec![usize::MAX]
     } else {
@@ -358,12 +372,16 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
         let pin = core_ids.iter().find(|c| c.id == core).copied();
         let live = live.clone();
         let sample = s.sample.max(1);
+        let xdp = s.xdp.clone();
         handles.push(
             std::thread::Builder::new()
                 .name(format!("loadgen-{core}"))
                 .spawn(move || -> Result<WorkerResult> {
                     if let Some(c) = pin {
                         core_affinity::set_for_current(c);
+                    }
+                    if let Some(config) = &xdp {
+                        return super::xdp::worker(group, config, epoch, send_until, sample, &live);
                     }
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -431,28 +449,61 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
     Ok(result)
 }
 
-struct WorkerResult {
-    receivers: Vec<ReceiverResult>,
-    sent: HashMap<u32, u64>,
-    send_failures: u64,
-    latency: Histogram<u64>,
-    seconds: Vec<Second>,
+pub(super) struct WorkerResult {
+    pub(super) receivers: Vec<ReceiverResult>,
+    pub(super) sent: HashMap<u32, u64>,
+    pub(super) send_failures: u64,
+    pub(super) latency: Histogram<u64>,
+    pub(super) seconds: Vec<Second>,
 }
 
-struct Shared {
-    latency: Histogram<u64>,
-    seconds: Vec<Second>,
+pub(super) struct Shared {
+    pub(super) latency: Histogram<u64>,
+    pub(super) seconds: Vec<Second>,
 }
 
-struct Sender {
-    index: u32,
-    socket: std::net::UdpSocket,
-    bridge: SocketAddr,
+/// One participant's sending side: its socket (which also names its port), keys, plan
+/// and schedule.
+pub(super) struct Sender {
+    pub(super) index: u32,
+    /// Kept open so its port stays ours.
+    pub(super) socket: std::net::UdpSocket,
+    /// The socket's local port (what AF_XDP frames are sent from).
+    #[cfg_attr(not(feature = "xdp"), allow(dead_code))]
+    pub(super) port: u16,
+    pub(super) bridge: SocketAddr,
     outbound: Context,
     plan: Plan,
     next_audio: Instant,
     next_frame: Instant,
     seq: [u64; 4],
+}
+
+impl Sender {
+    /// Peer `k` of `n` on one thread: phases spread over one audio period so sends do
+    /// not come in bursts.
+    pub(super) fn new(
+        index: u32,
+        socket: std::net::UdpSocket,
+        bridge: SocketAddr,
+        outbound: Context,
+        plan: Plan,
+        epoch: Instant,
+        (k, n): (usize, usize),
+    ) -> Self {
+        let phase = Duration::from_micros((20_000 * k / n.max(1)) as u64);
+        Self {
+            index,
+            port: socket.local_addr().map_or(0, |a| a.port()),
+            socket,
+            bridge,
+            outbound,
+            plan,
+            next_audio: epoch + phase,
+            next_frame: epoch + phase,
+            seq: [0; 4],
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -472,7 +523,7 @@ async fn worker(
     let mut senders = Vec::new();
     let mut receivers = Vec::new();
     let mut sessions = Vec::new();
-    let n = group.len().max(1);
+    let n = group.len();
     for (k, p) in group.into_iter().enumerate() {
         let PeerParts {
             socket,
@@ -485,18 +536,15 @@ async fn worker(
         sessions.push(session);
         let send_socket = socket.try_clone()?;
         let socket = receive_socket(socket)?;
-        // Spread the peers' phases over one audio period so sends do not come in bursts.
-        let phase = Duration::from_micros((20_000 * k / n) as u64);
-        senders.push(Sender {
-            index: p.index,
-            socket: send_socket,
+        senders.push(Sender::new(
+            p.index,
+            send_socket,
             bridge,
             outbound,
-            plan: p.plan,
-            next_audio: epoch + phase,
-            next_frame: epoch + phase,
-            seq: [0; 4],
-        });
+            p.plan,
+            epoch,
+            (k, n),
+        ));
         let rx = || ReceiverResult {
             index: p.index,
             conference: p.conference,
@@ -569,98 +617,125 @@ fn send(
     until: Instant,
     live: &Live,
 ) -> (HashMap<u32, u64>, u64) {
-    let mut sent: HashMap<u32, u64> = HashMap::new();
-    let mut failures = 0u64;
+    let mut tally = SendTally::default();
     let mut buf = vec![0u8; 2048];
     loop {
         // Sleep to the next packet that is due (at most 1 ms, to notice the end).
-        let next = senders
-            .iter()
-            .map(|s| {
-                if s.plan.video_layers.is_empty() {
-                    s.next_audio
-                } else {
-                    s.next_audio.min(s.next_frame)
-                }
-            })
-            .min()
-            .unwrap_or(until)
-            .min(Instant::now() + Duration::from_millis(1));
+        let next = next_due(senders, until).min(Instant::now() + Duration::from_millis(1));
         std::thread::sleep(next.saturating_duration_since(Instant::now()));
         let now = Instant::now();
         if now >= until {
             break;
         }
-        for s in senders.iter_mut() {
-            let audio_period = Duration::from_millis(20);
-            while s.next_audio <= now {
-                let level = if s.plan.speaker { 0x80 | 20 } else { 127 };
-                let seq = s.seq[0];
-                s.seq[0] += 1;
-                let ssrc = traffic::ssrc(s.index, traffic::AUDIO);
-                let ok = transmit(
-                    s,
-                    &mut buf,
-                    traffic::PT_AUDIO,
-                    true,
-                    seq,
-                    (seq as u32).wrapping_mul(960),
-                    ssrc,
-                    level,
-                    s.plan.audio_bytes,
-                    epoch,
-                );
-                count(&mut sent, &mut failures, ssrc, ok, live);
-                s.next_audio += audio_period;
+        send_due(
+            senders,
+            now,
+            epoch,
+            &mut buf,
+            &mut tally,
+            live,
+            &mut |s, d| s.socket.send_to(d, s.bridge).is_ok(),
+        );
+    }
+    (tally.sent, tally.failures)
+}
+
+/// Packets sent per SSRC, and sends refused.
+#[derive(Default)]
+pub(super) struct SendTally {
+    pub(super) sent: HashMap<u32, u64>,
+    pub(super) failures: u64,
+}
+
+/// When the next packet of any sender is due (`until` when none is).
+pub(super) fn next_due(senders: &[Sender], until: Instant) -> Instant {
+    senders
+        .iter()
+        .map(|s| {
+            if s.plan.video_layers.is_empty() {
+                s.next_audio
+            } else {
+                s.next_audio.min(s.next_frame)
             }
-            let frame_period = Duration::from_secs(1) / s.plan.fps;
-            while !s.plan.video_layers.is_empty() && s.next_frame <= now {
-                let ts = (s.next_frame - epoch).as_millis() as u32 * 90;
-                for li in 0..s.plan.video_layers.len() {
-                    let (stream, bytes) = s.plan.video_layers[li];
-                    let ssrc = traffic::ssrc(s.index, stream);
-                    let packets = bytes.div_ceil(traffic::MAX_VIDEO_PAYLOAD).max(1);
-                    let mut left = bytes;
-                    for k in 0..packets {
-                        let size = left.min(traffic::MAX_VIDEO_PAYLOAD);
-                        left -= size;
-                        let seq = s.seq[stream as usize];
-                        s.seq[stream as usize] += 1;
-                        let ok = transmit(
-                            s,
-                            &mut buf,
-                            traffic::PT_VIDEO,
-                            k + 1 == packets,
-                            seq,
-                            ts,
-                            ssrc,
-                            0,
-                            size,
-                            epoch,
-                        );
-                        count(&mut sent, &mut failures, ssrc, ok, live);
-                    }
+        })
+        .min()
+        .unwrap_or(until)
+}
+
+/// Builds, protects and hands to `emit` (true: sent) every packet due by `now`.
+pub(super) fn send_due(
+    senders: &mut [Sender],
+    now: Instant,
+    epoch: Instant,
+    buf: &mut [u8],
+    tally: &mut SendTally,
+    live: &Live,
+    emit: &mut dyn FnMut(&Sender, &[u8]) -> bool,
+) {
+    for s in senders.iter_mut() {
+        let audio_period = Duration::from_millis(20);
+        while s.next_audio <= now {
+            let level = if s.plan.speaker { 0x80 | 20 } else { 127 };
+            let seq = s.seq[0];
+            s.seq[0] += 1;
+            let ssrc = traffic::ssrc(s.index, traffic::AUDIO);
+            let packet = Packet {
+                pt: traffic::PT_AUDIO,
+                marker: true,
+                ext_seq: seq,
+                ts: (seq as u32).wrapping_mul(960),
+                ssrc,
+                level,
+                payload: s.plan.audio_bytes,
+            };
+            let ok = transmit(s, buf, &packet, epoch, emit);
+            tally.count(ssrc, ok, live);
+            s.next_audio += audio_period;
+        }
+        let frame_period = Duration::from_secs(1) / s.plan.fps;
+        while !s.plan.video_layers.is_empty() && s.next_frame <= now {
+            let ts = (s.next_frame - epoch).as_millis() as u32 * 90;
+            for li in 0..s.plan.video_layers.len() {
+                let (stream, bytes) = s.plan.video_layers[li];
+                let ssrc = traffic::ssrc(s.index, stream);
+                let packets = bytes.div_ceil(traffic::MAX_VIDEO_PAYLOAD).max(1);
+                let mut left = bytes;
+                for k in 0..packets {
+                    let size = left.min(traffic::MAX_VIDEO_PAYLOAD);
+                    left -= size;
+                    let seq = s.seq[stream as usize];
+                    s.seq[stream as usize] += 1;
+                    let packet = Packet {
+                        pt: traffic::PT_VIDEO,
+                        marker: k + 1 == packets,
+                        ext_seq: seq,
+                        ts,
+                        ssrc,
+                        level: 0,
+                        payload: size,
+                    };
+                    let ok = transmit(s, buf, &packet, epoch, emit);
+                    tally.count(ssrc, ok, live);
                 }
-                s.next_frame += frame_period;
             }
+            s.next_frame += frame_period;
         }
     }
-    (sent, failures)
 }
 
-fn count(sent: &mut HashMap<u32, u64>, failures: &mut u64, ssrc: u32, ok: bool, live: &Live) {
-    if ok {
-        *sent.entry(ssrc).or_default() += 1;
-        live.sent.fetch_add(1, Ordering::Relaxed);
-    } else {
-        *failures += 1;
+impl SendTally {
+    fn count(&mut self, ssrc: u32, ok: bool, live: &Live) {
+        if ok {
+            *self.sent.entry(ssrc).or_default() += 1;
+            live.sent.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failures += 1;
+        }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn transmit(
-    s: &mut Sender,
-    buf: &mut [u8],
+/// One RTP packet to build.
+struct Packet {
     pt: u8,
     marker: bool,
     ext_seq: u64,
@@ -668,25 +743,32 @@ fn transmit(
     ssrc: u32,
     level: u8,
     payload: usize,
+}
+
+fn transmit(
+    s: &mut Sender,
+    buf: &mut [u8],
+    p: &Packet,
     epoch: Instant,
+    emit: &mut dyn FnMut(&Sender, &[u8]) -> bool,
 ) -> bool {
     let sent_ns = epoch.elapsed().as_nanos() as u64;
     let len = traffic::write_packet(
         buf,
-        pt,
-        marker,
-        ext_seq as u16,
-        ts,
-        ssrc,
-        level,
+        p.pt,
+        p.marker,
+        p.ext_seq as u16,
+        p.ts,
+        p.ssrc,
+        p.level,
         sent_ns,
-        ext_seq,
-        payload,
+        p.ext_seq,
+        p.payload,
     );
     let Ok(n) = s.outbound.protect_rtp(buf, len) else {
         return false;
     };
-    s.socket.send_to(&buf[..n], s.bridge).is_ok()
+    emit(s, &buf[..n])
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -746,7 +828,7 @@ async fn receive(
 /// that strips unknown extensions (Janus) makes every packet decrypted, for the send
 /// time in its payload.
 #[allow(clippy::too_many_arguments)]
-fn on_packet(
+pub(super) fn on_packet(
     pkt: &mut [u8],
     now_ns: u64,
     inbound: &mut Context,

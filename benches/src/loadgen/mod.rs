@@ -1,6 +1,6 @@
 //! `viaduct-loadgen`'s library: acting as a focus (`focus`), or signalling through
 //! Janus's API (`janus`, with `sdp`), what peers send (`traffic`), running them and
-//! measuring (`engine`), the report (`report`), plots (`plot`), and the capacity search
+//! measuring (`engine`, with `xdp` for AF_XDP media), the report (`report`), plots (`plot`), and the capacity search
 //! (`capacity`).
 
 pub mod capacity;
@@ -12,6 +12,7 @@ pub mod report;
 pub mod rx_time;
 pub mod sdp;
 pub mod traffic;
+pub mod xdp;
 
 /// User + system CPU seconds of process `pid` (or `self`), from `/proc/<pid>/stat`.
 pub fn cpu_seconds(pid: &str) -> Option<f64> {

@@ -108,6 +108,8 @@ pub struct Report {
     pub replays: u64,
     /// SRTP profiles DTLS negotiated with the SFU.
     pub srtp_profiles: Vec<String>,
+    /// How the load generator's media went: `kernel` (the peers' sockets) or `xdp`.
+    pub loadgen_io: String,
     /// One-way latency through the bridge.
     pub latency_ms: Latency,
     /// Mean interarrival jitter over streams, ms.
@@ -215,6 +217,7 @@ pub fn build(
         payload_mismatches: mismatch,
         replays,
         srtp_profiles: r.profiles.clone(),
+        loadgen_io: if s.xdp.is_some() { "xdp" } else { "kernel" }.to_owned(),
         latency_ms: Latency {
             p50: q(0.5),
             p99: q(0.99),
@@ -296,6 +299,7 @@ pub fn table(r: &Report) -> String {
     );
     row(&mut out, "jitter (mean)", format!("{:.3} ms", r.jitter_ms));
     row(&mut out, "SRTP profiles", r.srtp_profiles.join(", "));
+    row(&mut out, "load generator I/O", r.loadgen_io.clone());
     row(
         &mut out,
         "checked / auth failures",

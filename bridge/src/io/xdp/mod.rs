@@ -17,6 +17,8 @@ pub mod neigh;
 mod program;
 #[cfg(feature = "xdp")]
 mod xsk;
+#[cfg(feature = "xdp")]
+pub use xsk::XskPorts;
 
 /// Default UMEM frames per worker (2 KiB each: 8 MiB; half receive, half send).
 pub const DEFAULT_FRAMES: u32 = 4096;
@@ -217,6 +219,19 @@ impl Attached {
                 socket,
             ))
         }
+    }
+}
+
+#[cfg(feature = "xdp")]
+impl Attached {
+    /// Open an AF_XDP socket on queue `queue + worker` for every UDP port in `ports` of
+    /// the attached address (a load generator's peers), without a kernel slow path.
+    pub fn open_ports(
+        self: &Arc<Self>,
+        worker: usize,
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> std::io::Result<XskPorts> {
+        XskPorts::open(self.clone(), worker, ports)
     }
 }
 

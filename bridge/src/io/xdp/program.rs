@@ -1,9 +1,10 @@
 //! Loading `xdp/redirect.bpf.c` (compiled by build.rs) with aya, attaching it through a
 //! bpf_link (so it detaches when the process exits, even on a crash), and registering
-//! each worker's AF_XDP socket and port in its maps. No packet handling here.
+//! each AF_XDP socket and its port range in its maps. No packet handling here.
 
 use std::io;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 
@@ -98,8 +99,13 @@ impl Program {
         Err(last.unwrap_or_else(|| io::Error::other("no XDP attach mode to try")))
     }
 
-    /// Steer `port` on `queue` to the AF_XDP socket `fd` (0 as the port: stop steering).
-    pub(super) fn register(&self, queue: u32, port: u16, fd: Option<RawFd>) -> io::Result<()> {
+    /// Steer `ports` (inclusive; None: stop steering) on `queue` to the AF_XDP socket `fd`.
+    pub(super) fn register(
+        &self,
+        queue: u32,
+        ports: Option<RangeInclusive<u16>>,
+        fd: Option<RawFd>,
+    ) -> io::Result<()> {
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(fd) = fd {
             let map = ebpf
@@ -112,10 +118,12 @@ impl Program {
         let map = ebpf
             .map_mut("queue_ports")
             .ok_or_else(|| io::Error::other("queue_ports map missing"))?;
-        let mut ports: Array<_, u32> =
+        let mut ports_map: Array<_, u32> =
             Array::try_from(map).map_err(|e| error("queue_ports map", &e))?;
-        ports
-            .set(queue, u32::from(port), 0)
-            .map_err(|e| error("registering the worker's port", &e))
+        // The program reads the range as `first | last << 16`; 0 steers nothing.
+        let value = ports.map_or(0, |r| u32::from(*r.start()) | u32::from(*r.end()) << 16);
+        ports_map
+            .set(queue, value, 0)
+            .map_err(|e| error("registering the socket's ports", &e))
     }
 }

@@ -1,8 +1,10 @@
-//! One worker's AF_XDP socket (xdpilone rings over an mmap'd UMEM): receive frames are
-//! parsed in place and handed to the worker, sent datagrams are framed in place in free
-//! UMEM frames; destinations whose MAC is unknown, of the other family or too large go
-//! through the worker's kernel UDP socket (the [`MmsgBackend`] slow path), which also
-//! receives whatever the XDP program passes to the kernel for this port.
+//! AF_XDP sockets (xdpilone rings over an mmap'd UMEM), one per queue ([`Xsk`]): receive
+//! frames are parsed in place and handed over, sent datagrams are framed in place in free
+//! UMEM frames. A bridge worker's [`XskBackend`] serves one port and sends what the fast
+//! path cannot take (next hop unknown, other family, too large) through the worker's
+//! kernel UDP socket (the [`MmsgBackend`] slow path), which also receives whatever the
+//! XDP program passes to the kernel for that port. A load generator's [`XskPorts`] serves
+//! a port range (one per synthetic peer) and has no slow path.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -204,26 +206,23 @@ fn memlock_error(e: Errno, bytes: usize) -> io::Error {
     )
 }
 
-/// One worker's AF_XDP backend.
-pub(super) struct XskBackend {
+/// One AF_XDP socket on one queue, with what both of its users need: the UMEM and its
+/// rings, the free transmit frames and the neighbour table. [`XskBackend`] (a bridge
+/// worker, one port, a kernel slow path) and [`XskPorts`] (a load generator, a port
+/// range) are built on it.
+struct Xsk {
     // Field order is drop order: the rings and UMEM go before the memory they use.
     rings: Rings,
     area: Area,
     attached: Arc<Attached>,
     queue: u32,
-    /// The worker's kernel UDP socket (always set once `open` returns).
-    kernel: Option<MmsgBackend>,
-    kernel_fd: RawFd,
     xsk_fd: RawFd,
-    /// Datagrams for the kernel path, filled by `send`.
-    slow: TxBatch,
     /// Transmit frames (UMEM offsets) not in any ring.
     free_tx: Vec<u64>,
     /// Receive frames consumed this call, to give back to the fill ring.
     refill: Vec<u64>,
     /// Descriptors of one transmit round.
     descs: Vec<XdpDesc>,
-    local: SocketAddr,
     mac: [u8; 6],
     ifindex: u32,
     neighbours: Neighbours,
@@ -231,8 +230,7 @@ pub(super) struct XskBackend {
     ip_id: u16,
     zero_copy: bool,
     syscalls: u64,
-    calls: u32,
-    /// Datagrams by path, logged when the backend closes.
+    /// Datagrams by path, logged when the socket closes.
     paths: Paths,
 }
 
@@ -246,61 +244,38 @@ struct Paths {
     tx_kernel: u64,
 }
 
-impl XskBackend {
-    #[allow(clippy::result_large_err)]
-    pub(super) fn open(
-        attached: Arc<Attached>,
-        worker: usize,
-        socket: UdpSocket,
-    ) -> Result<Self, (io::Error, UdpSocket)> {
-        let local = match socket.local_addr() {
-            Ok(a) => normalize(a),
-            Err(e) => return Err((e, socket)),
-        };
-        if local.ip() != attached.bind && !(local.ip().is_unspecified()) {
-            let e = io::Error::other(format!(
-                "socket bound to {local}, XDP program matches {}",
-                attached.bind
-            ));
-            return Err((e, socket));
-        }
-        let local = SocketAddr::new(attached.bind, local.port());
-        let queue = attached.config.queue + worker as u32;
+impl Xsk {
+    /// Create the socket on `queue`, put every receive frame in the fill ring and read the
+    /// neighbour table. Nothing is steered to it until the caller registers its ports.
+    fn open(attached: Arc<Attached>, queue: u32) -> io::Result<Self> {
         let frames = attached.config.frames;
-        let setup = (|| -> io::Result<(Area, Rings, bool)> {
-            let area = Area::new(attached.config.umem_bytes())?;
-            let mut info = IfInfo::invalid();
-            info.from_ifindex(attached.iface.ifindex)
-                .map_err(|e| errno(e, "interface index"))?;
-            info.set_queue(queue);
-            if attached.program.native {
-                match Rings::create(&info, &area, frames, true) {
-                    Ok(r) => return Ok((area, r, true)),
-                    Err(e) => tracing::debug!(error = %e, "zero-copy unavailable, using copy mode"),
-                }
+        let area = Area::new(attached.config.umem_bytes())?;
+        let mut info = IfInfo::invalid();
+        info.from_ifindex(attached.iface.ifindex)
+            .map_err(|e| errno(e, "interface index"))?;
+        info.set_queue(queue);
+        let mut made = None;
+        if attached.program.native {
+            match Rings::create(&info, &area, frames, true) {
+                Ok(r) => made = Some((r, true)),
+                Err(e) => tracing::debug!(error = %e, "zero-copy unavailable, using copy mode"),
             }
-            let rings = Rings::create(&info, &area, frames, false)?;
-            Ok((area, rings, false))
-        })();
-        let (area, rings, zero_copy) = match setup {
-            Ok(x) => x,
-            Err(e) => return Err((e, socket)),
+        }
+        let (rings, zero_copy) = match made {
+            Some(m) => m,
+            None => (Rings::create(&info, &area, frames, false)?, false),
         };
         let half = frames / 2;
-        let mut backend = Self {
+        let mut xsk = Self {
             xsk_fd: rings.user.as_raw_fd(),
             rings,
             area,
             queue,
-            kernel: None,
-            kernel_fd: socket.as_raw_fd(),
-            slow: TxBatch::new(SLOW_SLOTS),
             free_tx: (half..frames)
                 .map(|i| u64::from(i) * u64::from(FRAME_SIZE))
                 .collect(),
             refill: Vec::with_capacity(RECV_BATCH),
             descs: Vec::with_capacity(half as usize),
-            local,
             mac: attached.iface.mac,
             ifindex: attached.iface.ifindex,
             neighbours: Neighbours::new(attached.iface.ifindex),
@@ -308,13 +283,12 @@ impl XskBackend {
             ip_id: 0,
             zero_copy,
             syscalls: 0,
-            calls: 0,
             paths: Paths::default(),
             attached,
         };
         // Every receive frame starts in the fill ring.
         let filled = {
-            let mut fill = backend.rings.device.fill(half);
+            let mut fill = xsk.rings.device.fill(half);
             let n = fill.insert((0..half).map(|i| u64::from(i) * u64::from(FRAME_SIZE)));
             fill.commit();
             n
@@ -322,40 +296,19 @@ impl XskBackend {
         if filled != half {
             tracing::warn!(filled, half, "fill ring took fewer frames than expected");
         }
-        if let Err(e) = backend.neighbours.refresh() {
+        if let Err(e) = xsk.neighbours.refresh() {
             tracing::warn!(error = %e, "reading the neighbour table failed; MACs will be learned from received frames");
         }
-        backend.last_refresh = Some(Instant::now());
-        let registered =
-            backend
-                .attached
-                .program
-                .register(queue, local.port(), Some(backend.xsk_fd));
-        if let Err(e) = registered {
-            return Err((e, socket));
+        xsk.last_refresh = Some(Instant::now());
+        Ok(xsk)
+    }
+
+    fn kind(&self) -> BackendKind {
+        if self.zero_copy {
+            BackendKind::XdpZeroCopy
+        } else {
+            BackendKind::Xdp
         }
-        // A duplicate of the socket to hand back should MmsgBackend::open fail after
-        // taking the original (it practically never does).
-        let spare = match socket.try_clone() {
-            Ok(s) => s,
-            Err(e) => return Err((e, socket)),
-        };
-        match MmsgBackend::open(socket) {
-            Ok(k) => backend.kernel = Some(k),
-            Err(e) => return Err((e, spare)),
-        }
-        drop(spare);
-        tracing::info!(
-            worker,
-            iface = %backend.attached.iface.name,
-            queue,
-            %local,
-            mode = if zero_copy { "zero-copy" } else { "copy" },
-            xdp = if backend.attached.program.native { "native" } else { "generic" },
-            umem_mib = backend.attached.config.umem_bytes() >> 20,
-            "AF_XDP socket ready"
-        );
-        Ok(backend)
     }
 
     /// Move completed transmit frames back to the free list.
@@ -367,9 +320,10 @@ impl XskBackend {
         done.release();
     }
 
-    /// Hand every frame waiting in the receive ring to `on_datagram`, then give the frames
-    /// back to the fill ring. Returns how many datagrams were delivered.
-    fn drain(&mut self, on_datagram: &mut dyn FnMut(&mut [u8], SocketAddr)) -> usize {
+    /// Hand every frame waiting in the receive ring (up to a batch) to `on_frame` with its
+    /// parsed addresses, then give the frames back to the fill ring. Returns how many
+    /// datagrams were delivered.
+    fn drain(&mut self, on_frame: &mut dyn FnMut(&mut [u8], &frame::Received)) -> usize {
         let mut delivered = 0;
         {
             let Self {
@@ -396,7 +350,7 @@ impl XskBackend {
                 if neighbours.get(&r.src.ip()) != Some(r.src_mac) {
                     neighbours.learn(r.src.ip(), r.src_mac);
                 }
-                on_datagram(&mut bytes[r.payload..r.payload + r.len], r.src);
+                on_frame(&mut bytes[r.payload..r.payload + r.len], &r);
                 delivered += 1;
             }
             rx.release();
@@ -423,28 +377,25 @@ impl XskBackend {
         delivered
     }
 
-    /// Wait up to `timeout` for the AF_XDP socket or the kernel socket; true when one is readable.
-    fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+    /// Wait up to `timeout` for the AF_XDP socket or `also` (a kernel socket); true when
+    /// one is readable.
+    fn wait(&mut self, also: Option<RawFd>, timeout: Duration) -> io::Result<bool> {
         let timeout = timeout.min(MAX_WAIT);
-        let mut fds = [
-            libc::pollfd {
-                fd: self.xsk_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: self.kernel_fd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
+        let pollfd = |fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut fds = [pollfd(self.xsk_fd), pollfd(also.unwrap_or(-1))];
         let ts = libc::timespec {
             tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
             tv_nsec: timeout.subsec_nanos() as libc::c_long,
         };
+        let nfds = if also.is_some() { 2 } else { 1 };
         self.syscalls += 1;
-        // SAFETY: `fds` and `ts` are live locals for the call; a null sigmask leaves the mask alone.
-        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null()) };
+        // SAFETY: `fds` and `ts` are live locals for the call and `nfds` is at most their
+        // length; a null sigmask leaves the mask alone.
+        let rc = unsafe { libc::ppoll(fds.as_mut_ptr(), nfds, &ts, std::ptr::null()) };
         if rc >= 0 {
             return Ok(rc > 0);
         }
@@ -474,37 +425,52 @@ impl XskBackend {
         None
     }
 
-    /// Whatever the kernel socket has, without waiting.
-    fn kernel_recv(
-        &mut self,
-        on_datagram: &mut dyn FnMut(&mut [u8], SocketAddr),
-    ) -> io::Result<usize> {
-        let n = match &mut self.kernel {
-            Some(k) => k.recv(Duration::ZERO, on_datagram)?,
-            None => 0,
-        };
-        self.paths.rx_kernel += n as u64;
-        Ok(n)
-    }
-
-    /// Queue `data` for the kernel path, flushing the slow batch when it is full; returns
-    /// how many datagrams the kernel took in a flush.
-    fn slow_push(&mut self, data: &[u8], dst: SocketAddr) -> io::Result<usize> {
-        let mut sent = 0;
-        if self.slow.is_full() {
-            sent = self.slow_flush()?;
+    /// Frame `data` from `src` to `dst` in a free transmit frame and queue it for the next
+    /// [`transmit`](Self::transmit) (which runs first when no frame is free). False when
+    /// this datagram cannot take the fast path (other family, too large, next hop
+    /// unknown, no frame free): the caller sends it some other way or counts it.
+    fn push(&mut self, data: &[u8], src: SocketAddr, dst: SocketAddr) -> bool {
+        let hlen = frame::header_len(&dst.ip());
+        if dst.is_ipv4() != src.is_ipv4() || hlen + data.len() > FRAME_SIZE as usize {
+            return false;
         }
-        self.slow.push(data, dst);
-        Ok(sent)
-    }
-
-    fn slow_flush(&mut self) -> io::Result<usize> {
-        let n = match &mut self.kernel {
-            Some(k) if !self.slow.is_empty() => k.send(&mut self.slow)?,
-            _ => 0,
+        let Some(dst_mac) = self.next_hop(&dst) else {
+            return false;
         };
-        self.paths.tx_kernel += n as u64;
-        Ok(n)
+        if self.free_tx.is_empty() {
+            self.transmit();
+            self.reap();
+        }
+        let Some(addr) = self.free_tx.pop() else {
+            return false;
+        };
+        // SAFETY: `addr` was on the free list: in no ring, so the kernel does not touch it
+        // until we queue it, and this is the only view of it.
+        let Some(buf) = (unsafe { self.area.bytes(addr, FRAME_SIZE as usize) }) else {
+            return false;
+        };
+        buf[hlen..hlen + data.len()].copy_from_slice(data);
+        let route = Route {
+            src_mac: self.mac,
+            dst_mac,
+            src,
+            dst,
+        };
+        self.ip_id = self.ip_id.wrapping_add(1);
+        match frame::write_headers(buf, &route, data.len(), self.ip_id) {
+            Some(len) => {
+                self.descs.push(XdpDesc {
+                    addr,
+                    len: len as u32,
+                    options: 0,
+                });
+                true
+            }
+            None => {
+                self.free_tx.push(addr);
+                false
+            }
+        }
     }
 
     /// Put the collected descriptors on the transmit ring and kick the kernel; frames the
@@ -544,15 +510,21 @@ impl XskBackend {
         }
         n
     }
+
+    /// The kernel's counters for this socket: (rx dropped, fill ring found empty).
+    fn kernel_drops(&self) -> Option<(u64, u64)> {
+        let s = self.rings.user.statistics_v2().ok()?;
+        Some((s.rx_dropped, s.rx_fill_ring_empty_descs))
+    }
 }
 
-impl Drop for XskBackend {
+impl Drop for Xsk {
     fn drop(&mut self) {
-        // Stop steering this port to a socket that is going away; the kernel removes the
-        // socket from the XSKMAP itself when it closes.
-        let _ = self.attached.program.register(self.queue, 0, None);
+        // Stop steering to a socket that is going away; the kernel removes the socket from
+        // the XSKMAP itself when it closes.
+        let _ = self.attached.program.register(self.queue, None, None);
         let p = self.paths;
-        let stats = self.rings.user.statistics_v2().ok();
+        let drops = self.kernel_drops();
         tracing::info!(
             queue = self.queue,
             rx_xsk = p.rx_xsk,
@@ -560,21 +532,131 @@ impl Drop for XskBackend {
             rx_declined = p.rx_declined,
             tx_xsk = p.tx_xsk,
             tx_kernel = p.tx_kernel,
-            xsk_rx_dropped = stats.as_ref().map(|s| s.rx_dropped),
-            xsk_fill_ring_empty = stats.as_ref().map(|s| s.rx_fill_ring_empty_descs),
+            xsk_rx_dropped = drops.map(|d| d.0),
+            xsk_fill_ring_empty = drops.map(|d| d.1),
             neighbours = self.neighbours.len(),
             "AF_XDP socket closed"
         );
     }
 }
 
+/// One worker's AF_XDP backend.
+pub(super) struct XskBackend {
+    xsk: Xsk,
+    /// The worker's kernel UDP socket (always set once `open` returns).
+    kernel: Option<MmsgBackend>,
+    kernel_fd: RawFd,
+    /// Datagrams for the kernel path, filled by `send`.
+    slow: TxBatch,
+    local: SocketAddr,
+    calls: u32,
+}
+
+impl XskBackend {
+    #[allow(clippy::result_large_err)]
+    pub(super) fn open(
+        attached: Arc<Attached>,
+        worker: usize,
+        socket: UdpSocket,
+    ) -> Result<Self, (io::Error, UdpSocket)> {
+        let local = match socket.local_addr() {
+            Ok(a) => normalize(a),
+            Err(e) => return Err((e, socket)),
+        };
+        if local.ip() != attached.bind && !(local.ip().is_unspecified()) {
+            let e = io::Error::other(format!(
+                "socket bound to {local}, XDP program matches {}",
+                attached.bind
+            ));
+            return Err((e, socket));
+        }
+        let local = SocketAddr::new(attached.bind, local.port());
+        let queue = attached.config.queue + worker as u32;
+        let xsk = match Xsk::open(attached, queue) {
+            Ok(x) => x,
+            Err(e) => return Err((e, socket)),
+        };
+        let port = local.port();
+        if let Err(e) = xsk
+            .attached
+            .program
+            .register(queue, Some(port..=port), Some(xsk.xsk_fd))
+        {
+            return Err((e, socket));
+        }
+        // A duplicate of the socket to hand back should MmsgBackend::open fail after
+        // taking the original (it practically never does).
+        let spare = match socket.try_clone() {
+            Ok(s) => s,
+            Err(e) => return Err((e, socket)),
+        };
+        let kernel_fd = socket.as_raw_fd();
+        let kernel = match MmsgBackend::open(socket) {
+            Ok(k) => k,
+            Err(e) => return Err((e, spare)),
+        };
+        drop(spare);
+        let a = &xsk.attached;
+        tracing::info!(
+            worker,
+            iface = %a.iface.name,
+            queue,
+            %local,
+            mode = if xsk.zero_copy { "zero-copy" } else { "copy" },
+            xdp = if a.program.native { "native" } else { "generic" },
+            umem_mib = a.config.umem_bytes() >> 20,
+            "AF_XDP socket ready"
+        );
+        Ok(Self {
+            xsk,
+            kernel: Some(kernel),
+            kernel_fd,
+            slow: TxBatch::new(SLOW_SLOTS),
+            local,
+            calls: 0,
+        })
+    }
+
+    /// Whatever the kernel socket has, without waiting.
+    fn kernel_recv(
+        &mut self,
+        on_datagram: &mut dyn FnMut(&mut [u8], SocketAddr),
+    ) -> io::Result<usize> {
+        let n = match &mut self.kernel {
+            Some(k) => k.recv(Duration::ZERO, on_datagram)?,
+            None => 0,
+        };
+        self.xsk.paths.rx_kernel += n as u64;
+        Ok(n)
+    }
+
+    /// Queue `data` for the kernel path, flushing the slow batch when it is full.
+    fn slow_push(&mut self, data: &[u8], dst: SocketAddr) -> io::Result<()> {
+        if self.slow.is_full() {
+            self.slow_flush()?;
+        }
+        self.slow.push(data, dst);
+        Ok(())
+    }
+
+    fn slow_flush(&mut self) -> io::Result<()> {
+        let n = match &mut self.kernel {
+            Some(k) if !self.slow.is_empty() => k.send(&mut self.slow)?,
+            _ => 0,
+        };
+        self.xsk.paths.tx_kernel += n as u64;
+        Ok(())
+    }
+
+    /// Datagrams handed to the kernel so far, by either path.
+    fn sent_total(&self) -> u64 {
+        self.xsk.paths.tx_xsk + self.xsk.paths.tx_kernel
+    }
+}
+
 impl Backend for XskBackend {
     fn kind(&self) -> BackendKind {
-        if self.zero_copy {
-            BackendKind::XdpZeroCopy
-        } else {
-            BackendKind::Xdp
-        }
+        self.xsk.kind()
     }
 
     fn local_addr(&self) -> SocketAddr {
@@ -586,71 +668,144 @@ impl Backend for XskBackend {
         timeout: Duration,
         on_datagram: &mut dyn FnMut(&mut [u8], SocketAddr),
     ) -> io::Result<usize> {
-        self.reap();
+        self.xsk.reap();
         self.calls = self.calls.wrapping_add(1);
-        let mut n = self.drain(on_datagram);
+        let mut on_frame = |payload: &mut [u8], r: &frame::Received| on_datagram(payload, r.src);
+        let mut n = self.xsk.drain(&mut on_frame);
         if n == 0 || self.calls.is_multiple_of(KERNEL_POLL_EVERY) {
             n += self.kernel_recv(on_datagram)?;
         }
-        if n == 0 && !timeout.is_zero() && self.wait(timeout)? {
-            n += self.drain(on_datagram);
+        if n == 0 && !timeout.is_zero() && self.xsk.wait(Some(self.kernel_fd), timeout)? {
+            let mut on_frame =
+                |payload: &mut [u8], r: &frame::Received| on_datagram(payload, r.src);
+            n += self.xsk.drain(&mut on_frame);
             n += self.kernel_recv(on_datagram)?;
         }
         Ok(n)
     }
 
     fn send(&mut self, tx: &mut TxBatch) -> io::Result<usize> {
-        self.reap();
-        let mut sent = 0;
+        self.xsk.reap();
+        let before = self.sent_total();
+        let mut result = Ok(());
         for i in 0..tx.len() {
             let (data, dst) = tx.get(i);
             let dst = normalize(dst);
-            let hlen = frame::header_len(&dst.ip());
-            let fits =
-                dst.is_ipv4() == self.local.is_ipv4() && hlen + data.len() <= FRAME_SIZE as usize;
-            let mac = if fits { self.next_hop(&dst) } else { None };
-            let Some(dst_mac) = mac else {
-                sent += self.slow_push(data, dst)?;
-                continue;
-            };
-            if self.free_tx.is_empty() {
-                sent += self.transmit();
-                self.reap();
-            }
-            let Some(addr) = self.free_tx.pop() else {
-                sent += self.slow_push(data, dst)?;
-                continue;
-            };
-            // SAFETY: `addr` was on the free list: in no ring, so the kernel does not touch
-            // it until we queue it, and this is the only view of it.
-            let Some(buf) = (unsafe { self.area.bytes(addr, FRAME_SIZE as usize) }) else {
-                continue;
-            };
-            buf[hlen..hlen + data.len()].copy_from_slice(data);
-            let route = Route {
-                src_mac: self.mac,
-                dst_mac,
-                src: self.local,
-                dst,
-            };
-            self.ip_id = self.ip_id.wrapping_add(1);
-            match frame::write_headers(buf, &route, data.len(), self.ip_id) {
-                Some(len) => self.descs.push(XdpDesc {
-                    addr,
-                    len: len as u32,
-                    options: 0,
-                }),
-                None => self.free_tx.push(addr),
+            if !self.xsk.push(data, self.local, dst) {
+                result = self.slow_push(data, dst);
+                if result.is_err() {
+                    break;
+                }
             }
         }
-        sent += self.transmit();
-        let flushed = self.slow_flush();
+        self.xsk.transmit();
+        if result.is_ok() {
+            result = self.slow_flush();
+        }
         tx.clear();
-        sent += flushed?;
-        Ok(sent)
+        result?;
+        Ok((self.sent_total() - before) as usize)
     }
 
     fn syscalls(&self) -> u64 {
-        self.syscalls + self.kernel.as_ref().map_or(0, |k| k.syscalls())
+        self.xsk.syscalls + self.kernel.as_ref().map_or(0, |k| k.syscalls())
+    }
+}
+
+/// An AF_XDP socket serving a range of local UDP ports on one queue, without a kernel
+/// slow path: what a load generator with many peers on one address needs (every peer's
+/// port steered to one socket, each datagram sent from the peer's own port). Datagrams
+/// the fast path cannot take (next hop unknown, other family, no frame free) are refused
+/// and the caller counts them.
+pub struct XskPorts {
+    xsk: Xsk,
+    ip: std::net::IpAddr,
+}
+
+impl std::fmt::Debug for XskPorts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XskPorts")
+            .field("queue", &self.xsk.queue)
+            .field("ip", &self.ip)
+            .finish()
+    }
+}
+
+impl XskPorts {
+    pub(super) fn open(
+        attached: Arc<Attached>,
+        worker: usize,
+        ports: std::ops::RangeInclusive<u16>,
+    ) -> io::Result<Self> {
+        if *ports.start() == 0 || ports.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("AF_XDP port range {ports:?} is empty or starts at 0"),
+            ));
+        }
+        let queue = attached.config.queue + worker as u32;
+        let ip = attached.bind;
+        let xsk = Xsk::open(attached, queue)?;
+        xsk.attached
+            .program
+            .register(queue, Some(ports.clone()), Some(xsk.xsk_fd))?;
+        tracing::info!(
+            iface = %xsk.attached.iface.name,
+            queue,
+            %ip,
+            ports = ?ports,
+            mode = if xsk.zero_copy { "zero-copy" } else { "copy" },
+            xdp = if xsk.attached.program.native { "native" } else { "generic" },
+            "AF_XDP port-range socket ready"
+        );
+        Ok(Self { xsk, ip })
+    }
+
+    /// Copy or zero-copy mode.
+    pub fn kind(&self) -> BackendKind {
+        self.xsk.kind()
+    }
+
+    /// Wait at most `timeout` for datagrams (not at all when some are there), then hand
+    /// each, in place, to `on_datagram` with its source and the local port it was sent
+    /// to. Returns how many were handed over; a batch (up to [`RECV_BATCH`]) per call.
+    pub fn recv(
+        &mut self,
+        timeout: Duration,
+        on_datagram: &mut dyn FnMut(&mut [u8], SocketAddr, u16),
+    ) -> io::Result<usize> {
+        self.xsk.reap();
+        let mut on_frame =
+            |payload: &mut [u8], r: &frame::Received| on_datagram(payload, r.src, r.dst.port());
+        let mut n = self.xsk.drain(&mut on_frame);
+        if n == 0 && !timeout.is_zero() && self.xsk.wait(None, timeout)? {
+            n = self.xsk.drain(&mut on_frame);
+        }
+        Ok(n)
+    }
+
+    /// Frame `data` from local port `src_port` to `dst` and queue it; false when it
+    /// cannot go (next hop unknown, other family, too large, no frame free). Queued
+    /// frames leave at the next [`flush`](Self::flush), or earlier when frames run out.
+    pub fn push(&mut self, src_port: u16, dst: SocketAddr, data: &[u8]) -> bool {
+        let dst = normalize(dst);
+        self.xsk.push(data, SocketAddr::new(self.ip, src_port), dst)
+    }
+
+    /// Hand every queued frame to the kernel; returns how many the ring took.
+    pub fn flush(&mut self) -> usize {
+        let n = self.xsk.transmit();
+        self.xsk.reap();
+        n
+    }
+
+    /// Syscalls made so far (wake-ups and polls).
+    pub fn syscalls(&self) -> u64 {
+        self.xsk.syscalls
+    }
+
+    /// The kernel's drop counters for this socket: (rx dropped, fill ring found empty).
+    pub fn kernel_drops(&self) -> Option<(u64, u64)> {
+        self.xsk.kernel_drops()
     }
 }

@@ -1,0 +1,190 @@
+//! The media phase on AF_XDP (`viaduct-loadgen --io xdp`): after ICE and DTLS on the
+//! peers' ordinary sockets, one pinned thread sends every peer's packets and receives
+//! everything the bridge forwards through a single AF_XDP socket that the XDP program
+//! steers all the peers' ports to. Over a veth pair the kernel then delivers the
+//! bridge's output with a copy into this UMEM instead of running its UDP receive path
+//! (which veth runs on the sending core: the bridge's), so the bridge's core pays for
+//! its own work only. Arrival is stamped when a frame is taken from the ring.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use viaduct_bridge::io::xdp::XdpConfig;
+
+use super::engine::{Live, Participant, WorkerResult};
+
+/// Runs `group` for the scenario on AF_XDP (see the module doc) on the calling thread.
+pub(super) fn worker(
+    group: Vec<Participant>,
+    config: &XdpConfig,
+    epoch: Instant,
+    send_until: Instant,
+    sample: u64,
+    live: &Arc<Live>,
+) -> Result<WorkerResult> {
+    #[cfg(feature = "xdp")]
+    {
+        run(group, config, epoch, send_until, sample, live)
+    }
+    #[cfg(not(feature = "xdp"))]
+    {
+        let _ = (group, config, epoch, send_until, sample, live);
+        bail!("this viaduct-loadgen was built without AF_XDP (cargo feature `xdp`)")
+    }
+}
+
+/// The peers' common address and the range of their ports.
+#[cfg(feature = "xdp")]
+fn ports_of(group: &[Participant]) -> Result<(std::net::IpAddr, std::ops::RangeInclusive<u16>)> {
+    let mut ip = None;
+    let (mut lo, mut hi) = (u16::MAX, 0u16);
+    for p in group {
+        let a = p.parts.socket.local_addr()?;
+        if *ip.get_or_insert(a.ip()) != a.ip() {
+            bail!("AF_XDP media needs every peer on one address");
+        }
+        lo = lo.min(a.port());
+        hi = hi.max(a.port());
+    }
+    match ip {
+        Some(ip) if ip.is_unspecified() => {
+            bail!("AF_XDP media needs --local-ip (the address on --xdp-iface)")
+        }
+        Some(ip) => Ok((ip, lo..=hi)),
+        None => bail!("no participants"),
+    }
+}
+
+#[cfg(feature = "xdp")]
+fn run(
+    group: Vec<Participant>,
+    config: &XdpConfig,
+    epoch: Instant,
+    send_until: Instant,
+    sample: u64,
+    live: &Arc<Live>,
+) -> Result<WorkerResult> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::rc::Rc;
+    use std::time::Duration;
+
+    use anyhow::Context as _;
+    use viaduct_bridge::io::xdp;
+
+    use super::engine::{
+        histogram, next_due, on_packet, send_due, ReceiverResult, SendTally, Sender, Shared, GRACE,
+    };
+
+    let (ip, ports) = ports_of(&group)?;
+    let attached = xdp::attach(config, ip, 1).context("attaching XDP for the load generator")?;
+    let mut xsk = attached
+        .open_ports(0, ports.clone())
+        .context("opening the load generator's AF_XDP socket")?;
+    let first = *ports.start();
+    // Local port → receiver; u32::MAX: not a peer's.
+    let mut by_port = vec![u32::MAX; usize::from(ports.end() - first) + 1];
+    let mut senders = Vec::with_capacity(group.len());
+    let mut receivers = Vec::with_capacity(group.len());
+    let n = group.len();
+    for (k, p) in group.into_iter().enumerate() {
+        let port = p.parts.socket.local_addr()?.port();
+        by_port[usize::from(port - first)] = receivers.len() as u32;
+        receivers.push((
+            p.parts.inbound,
+            ReceiverResult {
+                index: p.index,
+                conference: p.conference,
+                ..Default::default()
+            },
+        ));
+        senders.push(Sender::new(
+            p.index,
+            p.parts.socket,
+            p.parts.bridge,
+            p.parts.outbound,
+            p.plan,
+            epoch,
+            (k, n),
+        ));
+    }
+    let shared = Rc::new(RefCell::new(Shared {
+        latency: histogram(),
+        seconds: Vec::new(),
+    }));
+    let no_map = HashMap::new();
+    let mut tally = SendTally::default();
+    let mut unmatched = 0u64;
+    let mut buf = vec![0u8; 2048];
+    let receive_until = send_until + GRACE;
+    loop {
+        let now = Instant::now();
+        if now >= receive_until {
+            break;
+        }
+        let sending = now < send_until;
+        if sending {
+            send_due(
+                &mut senders,
+                now,
+                epoch,
+                &mut buf,
+                &mut tally,
+                live,
+                &mut |s, d| xsk.push(s.port, s.bridge, d),
+            );
+            xsk.flush();
+        }
+        let next = if sending {
+            next_due(&senders, send_until)
+        } else {
+            receive_until
+        };
+        let wait = next
+            .min(now + Duration::from_millis(1))
+            .saturating_duration_since(Instant::now());
+        // Receive until the ring is empty or a send is due.
+        let mut timeout = wait;
+        loop {
+            let got = xsk.recv(timeout, &mut |pkt, _src, port| {
+                let arrival_ns = epoch.elapsed().as_nanos() as u64;
+                let slot = port
+                    .checked_sub(first)
+                    .and_then(|i| by_port.get(usize::from(i)))
+                    .copied()
+                    .unwrap_or(u32::MAX);
+                let Some((inbound, rx)) = receivers.get_mut(slot as usize) else {
+                    unmatched += 1;
+                    return;
+                };
+                on_packet(pkt, arrival_ns, inbound, rx, &no_map, sample, &shared, live);
+            })?;
+            timeout = Duration::ZERO;
+            if got == 0 || (sending && Instant::now() >= next) {
+                break;
+            }
+        }
+    }
+    let drops = xsk.kernel_drops();
+    tracing::info!(
+        kind = %xsk.kind(),
+        syscalls = xsk.syscalls(),
+        unmatched,
+        rx_dropped = drops.map(|d| d.0),
+        fill_ring_empty = drops.map(|d| d.1),
+        "load generator's AF_XDP socket done"
+    );
+    drop(xsk);
+    drop(attached);
+    let shared = Rc::try_unwrap(shared)
+        .map_err(|_| anyhow::anyhow!("receivers still running"))?
+        .into_inner();
+    Ok(WorkerResult {
+        receivers: receivers.into_iter().map(|(_, r)| r).collect(),
+        sent: tally.sent,
+        send_failures: tally.failures,
+        latency: shared.latency,
+        seconds: shared.seconds,
+    })
+}
