@@ -14,7 +14,9 @@
 #       by `viaduct-loadgen --find-capacity`;
 #   (d) over a veth pair between two network namespaces (bridge in one, load generator in
 #       the other; needs root): viaduct-bridge on mmsg, io_uring and AF_XDP (`--features
-#       xdp`), each driven by `viaduct-loadgen --find-capacity` (kernel sockets), and the
+#       xdp`), each driven by `viaduct-loadgen --find-capacity --io xdp` (the load
+#       generator's media on AF_XDP too, so that the veth's delivery into its sockets,
+#       which runs on the sending core, is not charged to the bridge's core), and the
 #       raw AF_XDP reference: `udp-reflector serve --io-backend xdp` stepped as in (a);
 # prints a table (forwarded pps per bridge core, participants per core at < 0.1% loss,
 # p99 added latency, and the ratios (b)/(a), (c)/(a), (c)/(b), xdp vs the best kernel
@@ -30,7 +32,9 @@
 #   BENCH_OUT=BENCHMARKS.md   where results are appended
 #   BENCH_FAKE_LOADGEN=FILE   test aid: use FILE as viaduct-loadgen's JSON report for
 #                             (b) and (c) instead of running the bridge and loadgen
-#   BENCH_XDP_MODE=auto       --xdp-mode of the AF_XDP row (auto, native, generic)
+#   BENCH_XDP_MODE=auto       --xdp-mode of the AF_XDP rows (auto, native, generic)
+#   BENCH_LOADGEN_IO=xdp      viaduct-loadgen's --io in (d): xdp, or kernel (its peers'
+#                             sockets); kernel when the xdp feature does not build
 #   (BENCH_P99_MS also bounds the (d) rows' capacity search: over veth on a shared VM the
 #   p99 tail is often above 5 ms at any load, on every backend)
 #
@@ -42,6 +46,7 @@ ROOT=$(pwd)
 
 BUILD=1
 APPEND=1
+LOADGEN_IO=${BENCH_LOADGEN_IO:-xdp}
 ONLY=all
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -128,8 +133,10 @@ if [ "$BUILD" = 1 ]; then
     if [ "$ONLY" = all ] || [ "$ONLY" = veth ]; then
         # The AF_XDP row needs the bridge built with the xdp feature (clang); the other
         # rows do not change with it.
-        cargo build --release --locked -p viaduct-bridge -p viaduct-benches --features xdp >&2 ||
+        cargo build --release --locked -p viaduct-bridge -p viaduct-benches --features xdp >&2 || {
             log "could not build the xdp feature: the AF_XDP row will be missing"
+            LOADGEN_IO=kernel
+        }
     fi
 fi
 
@@ -276,9 +283,12 @@ veth_setup() {
 }
 
 veth_run() { # veth_run BACKEND OUTFILE
-    local backend=$1 out=$2 sock=$DIR/bridge-veth.sock i pid extra=()
+    local backend=$1 out=$2 sock=$DIR/bridge-veth.sock i pid extra=() lgio=(--io "$LOADGEN_IO")
     if [ "$backend" = xdp ]; then
         extra=(--xdp-iface "$VETH_A" --xdp-mode "${BENCH_XDP_MODE:-auto}")
+    fi
+    if [ "$LOADGEN_IO" = xdp ]; then
+        lgio+=(--xdp-iface "$VETH_B" --xdp-mode "${BENCH_XDP_MODE:-auto}")
     fi
     rm -f "$sock"
     ip netns exec "$NSA" "$BRIDGE" --cores "$BRIDGE_CORE-$BRIDGE_CORE" --bind 10.77.1.1 \
@@ -296,10 +306,10 @@ veth_run() { # veth_run BACKEND OUTFILE
         stop_pid "$pid"
         return 1
     fi
-    log "($backend, veth) viaduct-bridge pid $pid on core $BRIDGE_CORE in $NSA; viaduct-loadgen on core $LOAD_CORE in $NSB"
+    log "($backend, veth) viaduct-bridge pid $pid on core $BRIDGE_CORE in $NSA; viaduct-loadgen (--io $LOADGEN_IO) on core $LOAD_CORE in $NSB"
     local rc=0
     timeout "$LG_TIMEOUT" ip netns exec "$NSB" "$LOADGEN" --bridge-socket "$sock" --bridge-pid "$pid" \
-        --cores "$LOAD_CORE" --participants "$PARTICIPANTS" --video-kbps 1500 \
+        "${lgio[@]}" --cores "$LOAD_CORE" --participants "$PARTICIPANTS" --video-kbps 1500 \
         --allow-remote --local-ip 10.77.1.2 --p99-bound-ms "$P99_LIMIT_MS" \
         --find-capacity --duration "$LG_DURATION" --json "$out" >"$DIR/loadgen-veth-$backend.log" 2>&1 || rc=$?
     stop_pid "$pid"
@@ -423,7 +433,9 @@ def viaduct(path):
         "participants": parts,
         "p99": cap.get("p99_ms", (d.get("latency_ms") or {}).get("p99")),
         "cpu": (cpu / dur) if cpu is not None and dur else None,
-        "note": "%s auth failures, %s payload mismatches" % (d.get("auth_failures", "?"), d.get("payload_mismatches", "?")),
+        "note": "%s auth failures, %s payload mismatches; load generator I/O %s, %s CPU" % (
+            d.get("auth_failures", "?"), d.get("payload_mismatches", "?"), d.get("loadgen_io", "kernel"),
+            "%.0f%%" % (100 * d["loadgen_cpu_seconds"] / dur) if d.get("loadgen_cpu_seconds") and dur else "n/a"),
         "trials": cap.get("trials") or [],
     }
 

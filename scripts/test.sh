@@ -115,11 +115,14 @@ if ! command -v clang >/dev/null 2>&1 || [ ! -f /usr/include/bpf/bpf_helpers.h ]
 fi
 cargo clippy -p viaduct-bridge -p viaduct-benches --all-targets --locked --features viaduct-bridge/xdp,viaduct-benches/xdp -- -D warnings
 # The library (frame, neighbour and backend unit tests) and xdp.rs with the feature, then
-# the whole call and bad-input suites again with the bridge on AF_XDP.
+# the whole call and bad-input suites again with the bridge on AF_XDP, then the load
+# generator with both ends on AF_XDP over veth (with its other loadgen tests).
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run -p viaduct-bridge --locked --features xdp --lib --test xdp --no-fail-fast
     VIADUCT_TEST_XDP=1 cargo nextest run -p viaduct-bridge --locked --features xdp --test call --test bad_input --no-fail-fast
+    cargo nextest run -p viaduct-benches --locked --features xdp --test loadgen --no-fail-fast
 else
     cargo test -p viaduct-bridge --locked --features xdp --lib --test xdp --no-fail-fast
     VIADUCT_TEST_XDP=1 cargo test -p viaduct-bridge --locked --features xdp --test call --test bad_input --no-fail-fast
+    cargo test -p viaduct-benches --locked --features xdp --test loadgen --no-fail-fast
 fi
