@@ -16,7 +16,7 @@ use viaduct_benches::loadgen::capacity::{self, Bounds};
 use viaduct_benches::loadgen::engine::{self, PeerKit, Scenario, Target};
 use viaduct_benches::loadgen::focus::Focus;
 use viaduct_benches::loadgen::janus::{self, Janus};
-use viaduct_benches::loadgen::{cpu_seconds, plot, report};
+use viaduct_benches::loadgen::{cpu_seconds, plot, report, steal_ratio, steal_ticks};
 use viaduct_bridge::dtls::{self, Identity, Role};
 
 #[derive(Debug, Parser)]
@@ -251,12 +251,18 @@ fn main() -> Result<()> {
         let result = peers.and_then(|peers| {
             let bridge0 = args.bridge_pid.and_then(|p| cpu_seconds(&p.to_string()));
             let self0 = cpu_seconds("self");
+            let steal0 = steal_ticks();
             let r = engine::run(peers, &s)?;
+            let steal = steal0
+                .zip(steal_ticks())
+                .and_then(|(a, b)| steal_ratio(a, b));
             let bridge = bridge0
                 .zip(args.bridge_pid.and_then(|p| cpu_seconds(&p.to_string())))
                 .map(|(a, b)| b - a);
             let own = self0.zip(cpu_seconds("self")).map(|(a, b)| b - a);
-            Ok(report::build(&r, &s, bridge, own))
+            let mut report = report::build(&r, &s, bridge, own);
+            report.machine_steal_ratio = steal;
+            Ok(report)
         });
         for c in 0..conferences {
             target.expire_conference(&format!("{prefix}-{c}"));
@@ -264,11 +270,12 @@ fn main() -> Result<()> {
         let r = result?;
         if args.find_capacity && !args.quiet {
             eprintln!(
-                "trial {trial_no}: {} participants, loss {:.4}%, p99 {:.3} ms, {:.0} pps",
+                "trial {trial_no}: {} participants, loss {:.4}%, p99 {:.3} ms, {:.0} pps, VM steal {:.1}%",
                 r.participants,
                 r.loss_ratio * 100.0,
                 r.latency_ms.p99,
-                r.forwarded_pps
+                r.forwarded_pps,
+                100.0 * r.machine_steal_ratio.unwrap_or(0.0)
             );
         }
         Ok(r)

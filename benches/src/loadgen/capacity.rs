@@ -55,6 +55,7 @@ pub fn search(
                 loss_ratio: r.loss_ratio,
                 p99_ms: r.latency_ms.p99,
                 forwarded_pps: r.forwarded_pps,
+                steal_ratio: r.machine_steal_ratio,
                 pass,
             });
             r = trial(n)?;
@@ -66,6 +67,7 @@ pub fn search(
             loss_ratio: r.loss_ratio,
             p99_ms: r.latency_ms.p99,
             forwarded_pps: r.forwarded_pps,
+            steal_ratio: r.machine_steal_ratio,
             pass,
         });
         if pass {

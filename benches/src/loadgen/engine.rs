@@ -29,6 +29,9 @@ pub(super) const GRACE: Duration = Duration::from_millis(500);
 /// The first packets of every stream are always decrypted and checked.
 const ALWAYS_CHECK_FIRST: u64 = 8;
 
+/// How long a receiving thread sleeps after a pass over its sockets found nothing.
+const IDLE_POLL: Duration = Duration::from_micros(200);
+
 /// Largest latency recorded, microseconds (60 s).
 const MAX_LATENCY_US: u64 = 60_000_000;
 
@@ -271,14 +274,14 @@ impl ReceiverResult {
     }
 }
 
-/// A peer's socket made ready for the receiving task (large buffers, non-blocking).
-fn receive_socket(socket: std::net::UdpSocket) -> Result<Rc<tokio::net::UdpSocket>> {
+/// A peer's socket made ready for draining (large buffers, non-blocking).
+fn receive_socket(socket: std::net::UdpSocket) -> Result<std::net::UdpSocket> {
     // Room for bursts while this thread serves other peers (best effort).
     let sock = socket2::SockRef::from(&socket);
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(1 << 20);
     socket.set_nonblocking(true)?;
-    Ok(Rc::new(tokio::net::UdpSocket::from_std(socket)?))
+    Ok(socket)
 }
 
 /// Per-second figures of the whole run.
@@ -383,21 +386,14 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
                     if let Some(config) = &xdp {
                         return super::xdp::worker(group, config, epoch, send_until, sample, &live);
                     }
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    let local = tokio::task::LocalSet::new();
-                    local.block_on(
-                        &rt,
-                        worker(
-                            group,
-                            pin.map(|c| c.id),
-                            epoch,
-                            epoch_unix_ns,
-                            send_until,
-                            sample,
-                            live,
-                        ),
+                    worker(
+                        group,
+                        pin.map(|c| c.id),
+                        epoch,
+                        epoch_unix_ns,
+                        send_until,
+                        sample,
+                        live,
                     )
                 })?,
         );
@@ -506,8 +502,26 @@ impl Sender {
     }
 }
 
+/// A socket the worker drains, and what it has seen.
+struct Receiving {
+    socket: std::net::UdpSocket,
+    /// The kernel stamps arrivals (SO_TIMESTAMPNS).
+    stamped: bool,
+    inbound: Context,
+    rx: ReceiverResult,
+    /// SSRCs as they arrive → the senders' SSRCs.
+    map: HashMap<u32, u32>,
+}
+
+/// Runs `group` with the peers' kernel sockets: a sending thread, and this thread draining
+/// every receive socket in turn with non-blocking `recvmmsg`, sleeping [`IDLE_POLL`] when
+/// a whole pass finds nothing. The sockets are never registered with epoll: a waiting
+/// socket costs every datagram delivered to it a wake-up callback, which loopback and veth
+/// run on the *sending* core, so the bridge's core would pay for the load generator's
+/// readiness events (as much as a tenth of its profile). Arrival times come from the
+/// kernel's stamps, so the polling delay is not counted as latency.
 #[allow(clippy::too_many_arguments)]
-async fn worker(
+fn worker(
     group: Vec<Participant>,
     core: Option<usize>,
     epoch: Instant,
@@ -521,7 +535,7 @@ async fn worker(
         seconds: Vec::new(),
     }));
     let mut senders = Vec::new();
-    let mut receivers = Vec::new();
+    let mut receiving = Vec::new();
     let mut sessions = Vec::new();
     let n = group.len();
     for (k, p) in group.into_iter().enumerate() {
@@ -535,7 +549,6 @@ async fn worker(
         } = p.parts;
         sessions.push(session);
         let send_socket = socket.try_clone()?;
-        let socket = receive_socket(socket)?;
         senders.push(Sender::new(
             p.index,
             send_socket,
@@ -545,31 +558,30 @@ async fn worker(
             epoch,
             (k, n),
         ));
-        let rx = || ReceiverResult {
-            index: p.index,
-            conference: p.conference,
-            ..Default::default()
-        };
-        let mut listen = |socket, inbound, map| {
-            receivers.push(tokio::task::spawn_local(receive(
+        let mut listen = |socket, inbound, map| -> Result<()> {
+            let socket = receive_socket(socket)?;
+            receiving.push(Receiving {
+                stamped: super::rx_time::enable(&socket),
                 socket,
                 inbound,
-                rx(),
-                Rc::new(map),
-                epoch,
-                epoch_unix_ns,
-                send_until + GRACE,
-                sample,
-                shared.clone(),
-                live.clone(),
-            )));
+                rx: ReceiverResult {
+                    index: p.index,
+                    conference: p.conference,
+                    ..Default::default()
+                },
+                map,
+            });
+            Ok(())
         };
-        listen(socket, inbound, HashMap::new());
         // A separate receiving PeerConnection: the sending one then only gets RTCP,
         // still drained (and counted as other).
-        if let Some(r) = p.receive {
-            sessions.push(r.session);
-            listen(receive_socket(r.socket)?, r.inbound, p.ssrc_map);
+        match p.receive {
+            Some(r) => {
+                listen(socket, inbound, HashMap::new())?;
+                sessions.push(r.session);
+                listen(r.socket, r.inbound, p.ssrc_map)?;
+            }
+            None => listen(socket, inbound, HashMap::new())?,
         }
     }
     // Sending runs on its own thread (pinned like this one), so that a burst of
@@ -587,12 +599,46 @@ async fn worker(
             }
             send(&mut senders, epoch, send_until, &sender_live)
         })?;
+    let mut batch = Box::<super::rx_time::RxBatch>::default();
+    let until = send_until + GRACE;
+    while Instant::now() < until {
+        let mut got = 0;
+        for r in &mut receiving {
+            // Drain what is there, a recvmmsg batch at a time.
+            loop {
+                let Ok(n) = batch.recv(&r.socket) else { break };
+                for i in 0..n {
+                    let (pkt, stamp) = batch.get(i);
+                    let arrival_ns = match stamp.filter(|_| r.stamped) {
+                        Some(t) => t.saturating_sub(epoch_unix_ns),
+                        None => epoch.elapsed().as_nanos() as u64,
+                    };
+                    on_packet(
+                        pkt,
+                        arrival_ns,
+                        &mut r.inbound,
+                        &mut r.rx,
+                        &r.map,
+                        sample,
+                        &shared,
+                        &live,
+                    );
+                }
+                got += n;
+                if n < super::rx_time::BATCH {
+                    break;
+                }
+            }
+        }
+        if got == 0 {
+            std::thread::sleep(IDLE_POLL);
+        }
+    }
     let mut results: Vec<ReceiverResult> = Vec::new();
-    for r in receivers {
-        let r = r.await?;
+    for r in receiving {
         match results.last_mut() {
-            Some(last) if last.index == r.index => last.merge(r),
-            _ => results.push(r),
+            Some(last) if last.index == r.rx.index => last.merge(r.rx),
+            _ => results.push(r.rx),
         }
     }
     let (sent, send_failures) = sender
@@ -769,58 +815,6 @@ fn transmit(
         return false;
     };
     emit(s, &buf[..n])
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn receive(
-    socket: Rc<tokio::net::UdpSocket>,
-    mut inbound: Context,
-    mut rx: ReceiverResult,
-    map: Rc<HashMap<u32, u32>>,
-    epoch: Instant,
-    epoch_unix_ns: u64,
-    until: Instant,
-    sample: u64,
-    shared: Rc<RefCell<Shared>>,
-    live: Arc<Live>,
-) -> ReceiverResult {
-    let mut batch = Box::<super::rx_time::RxBatch>::default();
-    let stamped = super::rx_time::enable(&*socket);
-    let deadline = tokio::time::sleep_until(until.into());
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            r = socket.readable() => if r.is_err() { break },
-            _ = &mut deadline => break,
-        }
-        // Drain what is there, a recvmmsg batch at a time; the kernel's arrival stamp
-        // times each datagram.
-        loop {
-            let got = socket.try_io(tokio::io::Interest::READABLE, || batch.recv(&*socket));
-            let Ok(n) = got else { break };
-            for i in 0..n {
-                let (pkt, stamp) = batch.get(i);
-                let arrival_ns = match stamp.filter(|_| stamped) {
-                    Some(t) => t.saturating_sub(epoch_unix_ns),
-                    None => epoch.elapsed().as_nanos() as u64,
-                };
-                on_packet(
-                    pkt,
-                    arrival_ns,
-                    &mut inbound,
-                    &mut rx,
-                    &map,
-                    sample,
-                    &shared,
-                    &live,
-                );
-            }
-            if n < super::rx_time::BATCH {
-                break;
-            }
-        }
-    }
-    rx
 }
 
 /// Counts one received datagram. The stream is the sender's SSRC (through `map` when

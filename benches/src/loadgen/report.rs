@@ -46,6 +46,8 @@ pub struct Trial {
     pub p99_ms: f64,
     /// Forwarded packets per second received by the peers.
     pub forwarded_pps: f64,
+    /// VM steal time during the trial.
+    pub steal_ratio: Option<f64>,
     /// Met the bounds.
     pub pass: bool,
 }
@@ -120,6 +122,9 @@ pub struct Report {
     pub loadgen_cpu_seconds: Option<f64>,
     /// Load generator CPU nanoseconds per received packet.
     pub loadgen_ns_per_received_packet: Option<f64>,
+    /// Share of the machine's CPU time the hypervisor stole during the run (a VM's
+    /// latency tail follows it).
+    pub machine_steal_ratio: Option<f64>,
     /// Sending time.
     pub duration_s: f64,
     /// Per second.
@@ -234,6 +239,7 @@ pub fn build(
         loadgen_ns_per_received_packet: loadgen_cpu
             .filter(|_| total_received > 0)
             .map(|c| c * 1e9 / total_received as f64),
+        machine_steal_ratio: None,
         duration_s,
         series: r
             .seconds
@@ -330,15 +336,23 @@ pub fn table(r: &Report) -> String {
             ),
         );
     }
+    if let Some(st) = r.machine_steal_ratio {
+        row(
+            &mut out,
+            "VM steal time",
+            format!("{:.1}% of the machine's CPU time", 100.0 * st),
+        );
+    }
     if let Some(cap) = &r.capacity {
         out.push_str("capacity search (loss < bound, p99 < bound):\n");
         for t in &cap.trials {
             out.push_str(&format!(
-                "  {:>5} participants  loss {:.4}%  p99 {:.3} ms  {:.0} pps  {}\n",
+                "  {:>5} participants  loss {:.4}%  p99 {:.3} ms  {:.0} pps  steal {:.1}%  {}\n",
                 t.participants,
                 t.loss_ratio * 100.0,
                 t.p99_ms,
                 t.forwarded_pps,
+                100.0 * t.steal_ratio.unwrap_or(0.0),
                 if t.pass { "pass" } else { "FAIL" }
             ));
         }
