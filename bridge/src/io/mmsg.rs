@@ -1,5 +1,6 @@
 //! The portable backend: `recvmmsg`/`sendmmsg` on a non-blocking UDP socket, with `ppoll`
-//! only when the socket has nothing to read (or no room to write).
+//! only when the socket has nothing to read (or no room to write). Sends are segmented
+//! ([`gso`](super::gso)) when the kernel has `UDP_SEGMENT`.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -7,14 +8,21 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
+use super::gso::Plan;
 use super::{
     context, sockaddr_from_bytes, Backend, BackendKind, RawAddr, TxBatch, MAX_DATAGRAM, MAX_WAIT,
     RECV_BATCH,
 };
 
-/// Datagrams per `sendmmsg` call; a larger [`TxBatch`] goes out in chunks of this size.
+/// Messages per `sendmmsg` call; a larger [`TxBatch`] goes out in chunks of this size.
 /// Well under the kernel's UIO_MAXIOV (1024) limit on `vlen`.
 const TX_CHUNK: usize = 256;
+
+/// Datagrams (iovecs) per `sendmmsg` call: a chunk also ends when its messages hold this many.
+const TX_IOVS: usize = 1024;
+
+/// Datagrams the send plan has room for without allocating (the worker's batch size).
+const PLAN_CAPACITY: usize = 4096;
 
 /// How long one `send` may wait, once, for room in a full socket buffer before dropping
 /// the rest of the batch: long enough for the NIC queue to drain a little, short enough
@@ -40,7 +48,59 @@ pub struct MmsgBackend {
     tx_names: Box<[RawAddr]>,
     tx_iovs: Box<[libc::iovec]>,
     tx_hdrs: Box<[libc::mmsghdr]>,
+    /// One `UDP_SEGMENT` control message per `tx_hdrs` entry.
+    tx_ctrl: Box<[SegmentCmsg]>,
+    /// How this batch becomes messages.
+    plan: Plan,
+    /// Runs of datagrams go out as one segmented message.
+    gso: bool,
     syscalls: u64,
+}
+
+/// A `cmsghdr` carrying `UDP_SEGMENT` (a u16), laid out as `CMSG_SPACE(2)` bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SegmentCmsg {
+    hdr: libc::cmsghdr,
+    size: u16,
+    _pad: [u8; 6],
+}
+
+impl SegmentCmsg {
+    fn new(size: u16) -> Self {
+        // SAFETY: cmsghdr is plain old data; all-zero is valid, and every field the
+        // kernel reads is set below.
+        let mut hdr: libc::cmsghdr = unsafe { std::mem::zeroed() };
+        hdr.cmsg_level = libc::SOL_UDP;
+        hdr.cmsg_type = libc::UDP_SEGMENT;
+        // SAFETY: CMSG_LEN only computes a length.
+        hdr.cmsg_len = unsafe { libc::CMSG_LEN(2) } as _;
+        Self {
+            hdr,
+            size,
+            _pad: [0; 6],
+        }
+    }
+}
+
+/// Whether `socket` takes `UDP_SEGMENT` (setting it to 0, the default, changes nothing),
+/// unless `VIADUCT_NO_GSO=1` turns segmentation off for a comparison.
+fn gso_supported(socket: &UdpSocket) -> bool {
+    if std::env::var("VIADUCT_NO_GSO").is_ok_and(|v| v == "1") {
+        return false;
+    }
+    let zero: libc::c_int = 0;
+    // SAFETY: a valid socket fd and a pointer to a live c_int with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&zero as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
 }
 
 /// What one `sendmmsg` attempt left us to do.
@@ -51,8 +111,9 @@ enum SendOutcome {
     WouldBlock,
     /// A signal interrupted the call.
     Interrupted,
-    /// The first datagram was refused for a reason of its own (unreachable, too big...).
-    Refused,
+    /// The first message was refused for a reason of its own (unreachable, too big...):
+    /// the errno.
+    Refused(i32),
 }
 
 impl MmsgBackend {
@@ -65,7 +126,6 @@ impl MmsgBackend {
             .local_addr()
             .map_err(|e| context(e, "mmsg: local_addr"))?;
         Ok(MmsgBackend {
-            socket,
             local,
             v6: local.is_ipv6(),
             rx_data: vec![0u8; RECV_BATCH * MAX_DATAGRAM].into_boxed_slice(),
@@ -75,8 +135,12 @@ impl MmsgBackend {
             rx_iovs: vec![empty_iovec(); RECV_BATCH].into_boxed_slice(),
             rx_hdrs: vec![empty_mmsghdr(); RECV_BATCH].into_boxed_slice(),
             tx_names: vec![RawAddr::EMPTY; TX_CHUNK].into_boxed_slice(),
-            tx_iovs: vec![empty_iovec(); TX_CHUNK].into_boxed_slice(),
+            tx_iovs: vec![empty_iovec(); TX_IOVS].into_boxed_slice(),
             tx_hdrs: vec![empty_mmsghdr(); TX_CHUNK].into_boxed_slice(),
+            tx_ctrl: vec![SegmentCmsg::new(0); TX_CHUNK].into_boxed_slice(),
+            plan: Plan::with_capacity(PLAN_CAPACITY),
+            gso: gso_supported(&socket),
+            socket,
             syscalls: 0,
         })
     }
@@ -191,40 +255,71 @@ impl MmsgBackend {
             Some(libc::EBADF) | Some(libc::ENOTSOCK) | Some(libc::EFAULT) => {
                 Err(context(err, "mmsg: sendmmsg"))
             }
-            _ => Ok(SendOutcome::Refused),
+            Some(errno) => Ok(SendOutcome::Refused(errno)),
+            None => Ok(SendOutcome::Refused(0)),
         }
     }
 
-    /// Send `tx[start..end]` (at most TX_CHUNK); returns (taken, keep_going).
+    /// Send the planned messages from `first` on, as many as one `sendmmsg` vector holds
+    /// (TX_CHUNK messages, TX_IOVS datagrams); returns (next message, datagrams taken,
+    /// keep_going).
     fn send_chunk(
         &mut self,
         tx: &TxBatch,
-        start: usize,
-        end: usize,
+        first: usize,
         waited: &mut bool,
-    ) -> io::Result<(usize, bool)> {
-        // Names and iovecs first, then msghdrs pointing at both, so no pointer outlives
-        // a write.
-        let count = super::fill_send_arrays(
-            tx,
-            start,
-            end,
-            self.v6,
-            &mut self.tx_names,
-            &mut self.tx_iovs,
-        );
+    ) -> io::Result<(usize, usize, bool)> {
+        // Names, control messages and iovecs first, then msghdrs pointing at them, so no
+        // pointer outlives a write.
+        let messages = self.plan.messages();
+        let order = self.plan.order();
+        let mut end = first;
+        let mut count = 0; // messages in the vector
+        let mut iovs_used = 0;
+        let mut counts = [0u16; TX_CHUNK]; // datagrams per message in the vector
+        while end < messages.len() && count < TX_CHUNK {
+            let m = messages[end];
+            if iovs_used + m.count > TX_IOVS {
+                break;
+            }
+            end += 1;
+            let (_, dst) = tx.get(usize::from(order[m.start]));
+            let Some(raw) = RawAddr::new(dst, self.v6) else {
+                continue; // unreachable from this socket's family: dropped
+            };
+            for (k, &i) in order[m.start..m.start + m.count].iter().enumerate() {
+                let (data, _) = tx.get(usize::from(i));
+                self.tx_iovs[iovs_used + k] = libc::iovec {
+                    iov_base: data.as_ptr().cast_mut().cast(),
+                    iov_len: data.len(),
+                };
+            }
+            self.tx_names[count] = raw;
+            self.tx_ctrl[count].size = m.segment as u16;
+            counts[count] = m.count as u16;
+            iovs_used += m.count;
+            count += 1;
+        }
         let iovs = self.tx_iovs.as_mut_ptr();
+        let ctrl = self.tx_ctrl.as_mut_ptr();
+        let mut at = 0;
         for j in 0..count {
             let (name, namelen) = self.tx_names[j].as_name();
             let h = &mut self.tx_hdrs[j];
             h.msg_hdr.msg_name = name.cast_mut();
             h.msg_hdr.msg_namelen = namelen;
-            h.msg_hdr.msg_iov = iovs.wrapping_add(j);
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
+            h.msg_hdr.msg_iov = iovs.wrapping_add(at);
+            h.msg_hdr.msg_iovlen = usize::from(counts[j]) as _;
+            if counts[j] > 1 {
+                h.msg_hdr.msg_control = ctrl.wrapping_add(j).cast();
+                h.msg_hdr.msg_controllen = std::mem::size_of::<SegmentCmsg>() as _;
+            } else {
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+            }
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
+            at += usize::from(counts[j]);
         }
 
         let mut off = 0;
@@ -233,28 +328,41 @@ impl MmsgBackend {
         while off < count {
             match self.sendmmsg(off, count)? {
                 SendOutcome::Sent(n) => {
+                    sent += counts[off..off + n]
+                        .iter()
+                        .map(|&c| usize::from(c))
+                        .sum::<usize>();
                     off += n;
-                    sent += n;
                 }
-                SendOutcome::Refused => off += 1,
+                SendOutcome::Refused(errno) => {
+                    if counts[off] > 1 && [libc::EIO, libc::EINVAL].contains(&errno) {
+                        // The route's device cannot take segmented sends after all.
+                        tracing::warn!(
+                            errno,
+                            "UDP segmentation refused: sending one datagram per message from now on"
+                        );
+                        self.gso = false;
+                    }
+                    off += 1;
+                }
                 SendOutcome::Interrupted => {
                     interrupts += 1;
                     if interrupts > MAX_EINTR_RETRIES {
-                        return Ok((sent, false));
+                        return Ok((end, sent, false));
                     }
                 }
                 SendOutcome::WouldBlock => {
                     if *waited {
-                        return Ok((sent, false));
+                        return Ok((end, sent, false));
                     }
                     *waited = true;
                     if !self.wait(libc::POLLOUT, SEND_RETRY_WAIT)? {
-                        return Ok((sent, false));
+                        return Ok((end, sent, false));
                     }
                 }
             }
         }
-        Ok((sent, true))
+        Ok((end, sent, true))
     }
 }
 
@@ -307,25 +415,25 @@ impl Backend for MmsgBackend {
     }
 
     fn send(&mut self, tx: &mut TxBatch) -> io::Result<usize> {
-        let total = tx.len();
+        self.plan.build(tx, self.gso);
+        let total = self.plan.messages().len();
         let mut sent = 0;
         let mut waited = false;
-        let mut start = 0;
+        let mut next = 0;
         let result = loop {
-            if start >= total {
+            if next >= total {
                 break Ok(sent);
             }
-            let end = (start + TX_CHUNK).min(total);
-            match self.send_chunk(tx, start, end, &mut waited) {
-                Ok((n, keep_going)) => {
+            match self.send_chunk(tx, next, &mut waited) {
+                Ok((end, n, keep_going)) => {
                     sent += n;
+                    next = end;
                     if !keep_going {
                         break Ok(sent);
                     }
                 }
                 Err(e) => break Err(e),
             }
-            start = end;
         };
         tx.clear();
         result

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::str::FromStr;
 use std::time::Duration;
 
+pub mod gso;
 pub mod mmsg;
 pub mod socket;
 pub mod uring;
@@ -550,6 +551,46 @@ mod tests {
             }
         }
         assert!(client.syscalls() > 0 && server.syscalls() > 0);
+    }
+
+    /// A fan-out batch (each packet to two receivers, like the worker's) goes out as
+    /// segmented runs where the kernel has UDP_SEGMENT: every receiver still gets each of
+    /// its datagrams whole, separately and in order.
+    fn segmented_fan_out(choice: IoChoice) {
+        let (Some(mut client), Some(mut a), Some(mut b)) = (
+            open_on(choice, "127.0.0.1:0"),
+            open_on(choice, "127.0.0.1:0"),
+            open_on(choice, "127.0.0.1:0"),
+        ) else {
+            return;
+        };
+        // Five video packets, an audio packet, two more video packets and an oversized
+        // one: runs of equal size with a shorter last, and a datagram that goes alone.
+        let sizes = [1200, 1200, 1200, 1200, 1200, 150, 1200, 1200, 1800];
+        let mut tx = TxBatch::new(2 * sizes.len());
+        for (i, &size) in sizes.iter().enumerate() {
+            assert!(tx.push(&payload(i, size), a.local_addr()));
+            assert!(tx.push(&payload(100 + i, size), b.local_addr()));
+        }
+        let before = client.syscalls();
+        assert_eq!(client.send(&mut tx).unwrap(), 2 * sizes.len(), "{choice}");
+        let calls = client.syscalls() - before;
+        assert!(calls >= 1, "{choice}: {calls} syscalls");
+        for (rx, base) in [(&mut a, 0), (&mut b, 100)] {
+            let (got, _) = recv_n(rx.as_mut(), sizes.len());
+            assert_eq!(got.len(), sizes.len(), "{choice}");
+            for (i, (data, src)) in got.iter().enumerate() {
+                assert_eq!(*src, client.local_addr(), "{choice}");
+                assert_eq!(*data, payload(base + i, sizes[i]), "{choice}: datagram {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn segmented_fan_out_arrives_whole_and_in_order() {
+        for choice in CHOICES {
+            segmented_fan_out(choice);
+        }
     }
 
     #[test]
