@@ -303,14 +303,14 @@ impl MmsgBackend {
         let iovs = self.tx_iovs.as_mut_ptr();
         let ctrl = self.tx_ctrl.as_mut_ptr();
         let mut at = 0;
-        for j in 0..count {
+        for (j, &n) in counts[..count].iter().enumerate() {
             let (name, namelen) = self.tx_names[j].as_name();
             let h = &mut self.tx_hdrs[j];
             h.msg_hdr.msg_name = name.cast_mut();
             h.msg_hdr.msg_namelen = namelen;
             h.msg_hdr.msg_iov = iovs.wrapping_add(at);
-            h.msg_hdr.msg_iovlen = usize::from(counts[j]) as _;
-            if counts[j] > 1 {
+            h.msg_hdr.msg_iovlen = usize::from(n) as _;
+            if n > 1 {
                 h.msg_hdr.msg_control = ctrl.wrapping_add(j).cast();
                 h.msg_hdr.msg_controllen = std::mem::size_of::<SegmentCmsg>() as _;
             } else {
@@ -319,7 +319,7 @@ impl MmsgBackend {
             }
             h.msg_hdr.msg_flags = 0;
             h.msg_len = 0;
-            at += usize::from(counts[j]);
+            at += usize::from(n);
         }
 
         let mut off = 0;
