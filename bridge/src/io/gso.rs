@@ -10,6 +10,8 @@
 //! for one destination keep their batch order; destinations are grouped (sorted), which
 //! reorders nothing that any one receiver sees.
 
+#![allow(unsafe_code)] // the kernel's side: a control message and a socket option
+
 use super::TxBatch;
 
 /// Most datagrams in one message (the kernel allows 64 since 4.18, 128 since 6.2).
@@ -112,6 +114,57 @@ impl Plan {
     pub fn messages(&self) -> &[Message] {
         &self.messages
     }
+}
+
+// --- The kernel's side -------------------------------------------------------------------
+
+/// A `cmsghdr` carrying `UDP_SEGMENT` (a u16), laid out as `CMSG_SPACE(2)` bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SegmentCmsg {
+    hdr: libc::cmsghdr,
+    /// The segment size.
+    pub(crate) size: u16,
+    _pad: [u8; 6],
+}
+
+impl SegmentCmsg {
+    /// A control message for segments of `size` bytes.
+    pub(crate) fn new(size: u16) -> Self {
+        // SAFETY: cmsghdr is plain old data; all-zero is valid, and every field the
+        // kernel reads is set below.
+        let mut hdr: libc::cmsghdr = unsafe { std::mem::zeroed() };
+        hdr.cmsg_level = libc::SOL_UDP;
+        hdr.cmsg_type = libc::UDP_SEGMENT;
+        // SAFETY: CMSG_LEN only computes a length.
+        hdr.cmsg_len = unsafe { libc::CMSG_LEN(2) } as _;
+        Self {
+            hdr,
+            size,
+            _pad: [0; 6],
+        }
+    }
+}
+
+/// Whether `socket` takes `UDP_SEGMENT` (setting it to 0, the default, changes nothing),
+/// unless `VIADUCT_NO_GSO=1` turns segmentation off for a comparison.
+pub(crate) fn supported(socket: &std::net::UdpSocket) -> bool {
+    use std::os::fd::AsRawFd;
+    if std::env::var("VIADUCT_NO_GSO").is_ok_and(|v| v == "1") {
+        return false;
+    }
+    let zero: libc::c_int = 0;
+    // SAFETY: a valid socket fd and a pointer to a live c_int with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&zero as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use super::gso::Plan;
+use super::gso::{self, Plan, SegmentCmsg};
 use super::{
     context, sockaddr_from_bytes, Backend, BackendKind, RawAddr, TxBatch, MAX_DATAGRAM, MAX_WAIT,
     RECV_BATCH,
@@ -57,52 +57,6 @@ pub struct MmsgBackend {
     syscalls: u64,
 }
 
-/// A `cmsghdr` carrying `UDP_SEGMENT` (a u16), laid out as `CMSG_SPACE(2)` bytes.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct SegmentCmsg {
-    hdr: libc::cmsghdr,
-    size: u16,
-    _pad: [u8; 6],
-}
-
-impl SegmentCmsg {
-    fn new(size: u16) -> Self {
-        // SAFETY: cmsghdr is plain old data; all-zero is valid, and every field the
-        // kernel reads is set below.
-        let mut hdr: libc::cmsghdr = unsafe { std::mem::zeroed() };
-        hdr.cmsg_level = libc::SOL_UDP;
-        hdr.cmsg_type = libc::UDP_SEGMENT;
-        // SAFETY: CMSG_LEN only computes a length.
-        hdr.cmsg_len = unsafe { libc::CMSG_LEN(2) } as _;
-        Self {
-            hdr,
-            size,
-            _pad: [0; 6],
-        }
-    }
-}
-
-/// Whether `socket` takes `UDP_SEGMENT` (setting it to 0, the default, changes nothing),
-/// unless `VIADUCT_NO_GSO=1` turns segmentation off for a comparison.
-fn gso_supported(socket: &UdpSocket) -> bool {
-    if std::env::var("VIADUCT_NO_GSO").is_ok_and(|v| v == "1") {
-        return false;
-    }
-    let zero: libc::c_int = 0;
-    // SAFETY: a valid socket fd and a pointer to a live c_int with its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_SEGMENT,
-            (&zero as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    rc == 0
-}
-
 /// What one `sendmmsg` attempt left us to do.
 enum SendOutcome {
     /// `n` datagrams were taken.
@@ -139,7 +93,7 @@ impl MmsgBackend {
             tx_hdrs: vec![empty_mmsghdr(); TX_CHUNK].into_boxed_slice(),
             tx_ctrl: vec![SegmentCmsg::new(0); TX_CHUNK].into_boxed_slice(),
             plan: Plan::with_capacity(PLAN_CAPACITY),
-            gso: gso_supported(&socket),
+            gso: gso::supported(&socket),
             socket,
             syscalls: 0,
         })

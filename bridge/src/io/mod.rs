@@ -326,34 +326,6 @@ pub(crate) enum RawAddr {
     V6(libc::sockaddr_in6),
 }
 
-/// Fills a backend's send arrays for `tx[start..end]`: each reachable datagram's
-/// destination as a kernel address and an iovec over its bytes, in one pass; datagrams
-/// the socket cannot reach (an IPv6 destination on an IPv4 socket) are skipped. Returns
-/// how many were filled; the backend then points one msghdr at each pair.
-pub(crate) fn fill_send_arrays(
-    tx: &TxBatch,
-    start: usize,
-    end: usize,
-    v6_socket: bool,
-    names: &mut [RawAddr],
-    iovs: &mut [libc::iovec],
-) -> usize {
-    let mut count = 0;
-    for i in start..end {
-        let (data, dst) = tx.get(i);
-        let Some(raw) = RawAddr::new(dst, v6_socket) else {
-            continue;
-        };
-        names[count] = raw;
-        iovs[count] = libc::iovec {
-            iov_base: data.as_ptr().cast_mut().cast(),
-            iov_len: data.len(),
-        };
-        count += 1;
-    }
-    count
-}
-
 impl RawAddr {
     /// A placeholder for preallocated arrays.
     pub(crate) const EMPTY: RawAddr = RawAddr::V4(libc::sockaddr_in {

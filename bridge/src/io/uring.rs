@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types, IoUring, Probe};
 
+use super::gso::{self, Plan, SegmentCmsg};
 use super::{
     context, errno_error, sockaddr_from_bytes, Backend, BackendKind, RawAddr, TxBatch,
     MAX_DATAGRAM, MAX_WAIT, RECV_BATCH,
@@ -51,9 +52,15 @@ const RECV_BUF_STRIDE: usize = RECV_BUF_USED.next_multiple_of(64);
 /// bid u16, resv u16; the first entry's resv is the ring's tail).
 const BUF_RING_ENTRY_LEN: usize = 16;
 
-/// Send SQEs per submit; a larger [`TxBatch`] goes out in chunks of this size. Also the
+/// Send SQEs (messages) per submit; a larger [`TxBatch`] goes out in chunks of this size. Also the
 /// size of the backend's msghdr/iovec/sockaddr arrays.
 const TX_SLOTS: usize = 256;
+
+/// Datagrams (iovecs) per send chunk: a chunk also ends when its messages hold this many.
+const TX_IOVS: usize = 1024;
+
+/// Datagrams the send plan has room for without allocating (the worker's batch size).
+const PLAN_CAPACITY: usize = 4096;
 
 /// How long one `send` may wait, once, for sends the kernel could not complete inline
 /// (socket buffer full) before cancelling them and counting them as dropped.
@@ -281,11 +288,19 @@ pub struct UringBackend {
     tx_names: Box<[RawAddr]>,
     tx_iovs: Box<[libc::iovec]>,
     tx_hdrs: Box<[libc::msghdr]>,
+    /// One `UDP_SEGMENT` control message per `tx_hdrs` entry.
+    tx_ctrl: Box<[SegmentCmsg]>,
+    /// Datagrams in slot `j`'s message.
+    tx_counts: Box<[u16]>,
+    /// How this batch becomes messages.
+    plan: Plan,
+    /// Runs of datagrams go out as one segmented message.
+    gso: bool,
     /// Slot `j` of the current chunk has a sendmsg in flight.
     tx_inflight: Box<[bool]>,
     /// How many slots are in flight.
     inflight: usize,
-    /// Sends of the current chunk the kernel took.
+    /// Datagrams of the current chunk the kernel took.
     tx_ok: usize,
     /// Generation of the current chunk (see UD_SEND).
     tx_gen: u64,
@@ -337,6 +352,7 @@ impl UringBackend {
         recv_msghdr.msg_namelen = NAME_ROOM as libc::socklen_t;
         recv_msghdr.msg_controllen = 0;
 
+        let gso = gso::supported(&socket);
         let mut backend = UringBackend {
             ring,
             bufs,
@@ -354,12 +370,16 @@ impl UringBackend {
                     iov_base: std::ptr::null_mut(),
                     iov_len: 0
                 };
-                TX_SLOTS
+                TX_IOVS
             ]
             .into_boxed_slice(),
             // SAFETY: as above, all-zero msghdrs are valid.
             tx_hdrs: vec![unsafe { std::mem::zeroed::<libc::msghdr>() }; TX_SLOTS]
                 .into_boxed_slice(),
+            tx_ctrl: vec![SegmentCmsg::new(0); TX_SLOTS].into_boxed_slice(),
+            tx_counts: vec![0; TX_SLOTS].into_boxed_slice(),
+            plan: Plan::with_capacity(PLAN_CAPACITY),
+            gso,
             tx_inflight: vec![false; TX_SLOTS].into_boxed_slice(),
             inflight: 0,
             tx_ok: 0,
@@ -490,7 +510,17 @@ impl UringBackend {
                         self.tx_inflight[slot] = false;
                         self.inflight -= 1;
                         if result >= 0 {
-                            self.tx_ok += 1;
+                            self.tx_ok += usize::from(self.tx_counts[slot]);
+                        } else if self.tx_counts[slot] > 1
+                            && [-libc::EIO, -libc::EINVAL].contains(&result)
+                            && self.gso
+                        {
+                            // The route's device cannot take segmented sends after all.
+                            tracing::warn!(
+                                errno = -result,
+                                "UDP segmentation refused: sending one datagram per message from now on"
+                            );
+                            self.gso = false;
                         }
                     }
                 }
@@ -500,39 +530,67 @@ impl UringBackend {
         self.bufs.publish();
     }
 
-    /// Send `tx[start..end]` (at most TX_SLOTS datagrams): returns how many the kernel took.
+    /// Send the planned messages from `first` on, as many as one chunk holds (TX_SLOTS
+    /// messages, TX_IOVS datagrams): returns (next message, datagrams the kernel took).
     /// On return no send of this chunk is in flight.
     fn send_chunk(
         &mut self,
         tx: &TxBatch,
-        start: usize,
-        end: usize,
+        first: usize,
         waited: &mut bool,
-    ) -> io::Result<usize> {
-        // Names and iovecs first, then msghdrs pointing at both, so no pointer outlives
-        // a write.
-        let mut count = super::fill_send_arrays(
-            tx,
-            start,
-            end,
-            self.v6,
-            &mut self.tx_names,
-            &mut self.tx_iovs,
-        );
+    ) -> io::Result<(usize, usize)> {
+        // Names, control messages and iovecs first, then msghdrs pointing at them, so no
+        // pointer outlives a write.
+        let messages = self.plan.messages();
+        let order = self.plan.order();
+        let mut next = first;
+        let mut count = 0;
+        let mut iovs_used = 0;
+        while next < messages.len() && count < TX_SLOTS {
+            let m = messages[next];
+            if iovs_used + m.count > TX_IOVS {
+                break;
+            }
+            next += 1;
+            let (_, dst) = tx.get(usize::from(order[m.start]));
+            let Some(raw) = RawAddr::new(dst, self.v6) else {
+                continue; // unreachable from this socket's family: dropped
+            };
+            for (k, &i) in order[m.start..m.start + m.count].iter().enumerate() {
+                let (data, _) = tx.get(usize::from(i));
+                self.tx_iovs[iovs_used + k] = libc::iovec {
+                    iov_base: data.as_ptr().cast_mut().cast(),
+                    iov_len: data.len(),
+                };
+            }
+            self.tx_names[count] = raw;
+            self.tx_ctrl[count].size = m.segment as u16;
+            self.tx_counts[count] = m.count as u16;
+            iovs_used += m.count;
+            count += 1;
+        }
         let iovs = self.tx_iovs.as_mut_ptr();
-        for j in 0..count {
+        let ctrl = self.tx_ctrl.as_mut_ptr();
+        let mut at = 0;
+        for (j, &n) in self.tx_counts[..count].iter().enumerate() {
             let (name, namelen) = self.tx_names[j].as_name();
             let h = &mut self.tx_hdrs[j];
             h.msg_name = name.cast_mut();
             h.msg_namelen = namelen;
-            h.msg_iov = iovs.wrapping_add(j);
-            h.msg_iovlen = 1;
-            h.msg_control = std::ptr::null_mut();
-            h.msg_controllen = 0;
+            h.msg_iov = iovs.wrapping_add(at);
+            h.msg_iovlen = usize::from(n) as _;
+            if n > 1 {
+                h.msg_control = ctrl.wrapping_add(j).cast();
+                h.msg_controllen = std::mem::size_of::<SegmentCmsg>() as _;
+            } else {
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+            }
             h.msg_flags = 0;
+            at += usize::from(n);
         }
         if count == 0 {
-            return Ok(0);
+            return Ok((next, 0));
         }
 
         self.tx_gen = (self.tx_gen + 1) & UD_GEN_MASK;
@@ -552,9 +610,9 @@ impl UringBackend {
             let entry = opcode::SendMsg::new(types::Fd(fd), hdrs.wrapping_add(j))
                 .build()
                 .user_data(UD_SEND | (self.tx_gen << 32) | j as u64);
-            // SAFETY: the msghdr, its iovec and name live in `self` (boxed, not touched
-            // until this chunk's CQEs are all back, which this function waits for), and the
-            // payload is borrowed from `tx` for the whole call.
+            // SAFETY: the msghdr, its iovecs, name and control message live in `self`
+            // (boxed, not touched until this chunk's CQEs are all back, which this function
+            // waits for), and the payload is borrowed from `tx` for the whole call.
             if unsafe { sq.push(&entry) }.is_err() {
                 // Cannot happen: room was made above. Count the rest as dropped.
                 count = j;
@@ -585,7 +643,7 @@ impl UringBackend {
                 self.cancel_inflight_sends()?;
             }
         }
-        Ok(self.tx_ok)
+        Ok((next, self.tx_ok))
     }
 
     /// Submit until the SQ is empty (bounded): the SQEs reference the caller's TxBatch, so
@@ -798,20 +856,22 @@ impl Backend for UringBackend {
     }
 
     fn send(&mut self, tx: &mut TxBatch) -> io::Result<usize> {
-        let total = tx.len();
+        self.plan.build(tx, self.gso);
+        let total = self.plan.messages().len();
         let mut sent = 0;
         let mut waited = false;
-        let mut start = 0;
+        let mut next = 0;
         let result = loop {
-            if start >= total {
+            if next >= total {
                 break Ok(sent);
             }
-            let end = (start + TX_SLOTS).min(total);
-            match self.send_chunk(tx, start, end, &mut waited) {
-                Ok(n) => sent += n,
+            match self.send_chunk(tx, next, &mut waited) {
+                Ok((end, n)) => {
+                    sent += n;
+                    next = end;
+                }
                 Err(e) => break Err(e),
             }
-            start = end;
         };
         tx.clear();
         result
