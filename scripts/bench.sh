@@ -35,6 +35,12 @@
 #   BENCH_XDP_MODE=auto       --xdp-mode of the AF_XDP rows (auto, native, generic)
 #   BENCH_LOADGEN_IO=xdp      viaduct-loadgen's --io in (d): xdp, or kernel (its peers'
 #                             sockets); kernel when the xdp feature does not build
+#   BENCH_KEEP_AWAKE=auto     1: keep both cores from idling with a SCHED_IDLE spinner each
+#                             (it yields at once to any other task, so it adds no load
+#                             and no process is charged for it); auto: 1 on a VM. On a VM
+#                             an idle vCPU halts and the hypervisor takes its time to run
+#                             it again: measured here, p99 5.2 ms and 17.6% steal at 20
+#                             participants without, 0.25 ms and 0.4% with. 0: off
 #   (BENCH_P99_MS also bounds the (d) rows' capacity search: over veth on a shared VM the
 #   p99 tail is often above 5 ms at any load, on every backend)
 #
@@ -139,6 +145,23 @@ if [ "$BUILD" = 1 ]; then
         }
     fi
 fi
+
+# Keep the vCPUs awake (see BENCH_KEEP_AWAKE above): one spinner per core at SCHED_IDLE,
+# the lowest class, which any task preempts at once; stopped by PID at exit.
+KEEP_AWAKE=${BENCH_KEEP_AWAKE:-auto}
+if [ "$KEEP_AWAKE" = auto ]; then
+    if grep -qw hypervisor /proc/cpuinfo; then KEEP_AWAKE=1; else KEEP_AWAKE=0; fi
+fi
+AWAKE_NOTE="cores left to idle"
+if [ "$KEEP_AWAKE" = 1 ] && [ -z "$FAKE" ]; then
+    for core in "$BRIDGE_CORE" "$LOAD_CORE"; do
+        chrt --idle 0 taskset -c "$core" sh -c 'while :; do :; done' &
+        STARTED+=("$!")
+    done
+    AWAKE_NOTE="vCPUs kept awake by a SCHED_IDLE spinner per core (BENCH_KEEP_AWAKE)"
+    log "keeping cores $BRIDGE_CORE and $LOAD_CORE awake with SCHED_IDLE spinners"
+fi
+export AWAKE_NOTE
 
 # ---------------------------------------------------------------------------------------
 # (a) the raw loopback limit
@@ -415,6 +438,7 @@ if passing:
         "cpu": best.get("reflector_cpu_share"),
         "note": "%d conferences; load side %.0f%% CPU" % (best["conferences"], 100 * best["load_cpu_share"]),
     }
+    raw["pps_per_cpu"] = raw["pps"] / raw["cpu"] if raw["cpu"] else None
     if steps[-1][2] == "pass":
         raw["note"] += "; the search stopped before any loss: a lower bound"
 
@@ -437,6 +461,7 @@ def viaduct(path):
             d.get("auth_failures", "?"), d.get("payload_mismatches", "?"), d.get("loadgen_io", "kernel"),
             "%.0f%%" % (100 * d["loadgen_cpu_seconds"] / dur) if d.get("loadgen_cpu_seconds") and dur else "n/a"),
         "trials": cap.get("trials") or [],
+        "pps_per_cpu": pps / (cpu / dur) if pps and cpu and dur else None,
     }
 
 mmsg = viaduct(os.path.join(dirname, "viaduct-mmsg.json"))
@@ -453,7 +478,7 @@ def ratio(x, y, key):
 out = []
 out.append("## %s — %s" % (date, machine))
 out.append("")
-out.append("Commit %s; load average before the run %s; raw steps of %s s within < 0.1%% loss and p99 < %s ms; `viaduct-loadgen --find-capacity --duration %s`." % (commit, loadavg, step_s, p99_limit, lg_s))
+out.append("Commit %s; load average before the run %s; raw steps of %s s within < 0.1%% loss and p99 < %s ms; `viaduct-loadgen --find-capacity --duration %s`; %s." % (commit, loadavg, step_s, p99_limit, lg_s, os.environ.get("AWAKE_NOTE", "")))
 out.append("")
 loopback_rows = os.environ.get("BENCH_ONLY") != "veth"
 if loopback_rows:
@@ -470,12 +495,16 @@ for name, r in [] if not loopback_rows else [("(a) raw loopback limit (udp-refle
         num(None if r["cpu"] is None else 100 * r["cpu"], "%.0f%%"), r["note"]))
 out.append("")
 if loopback_rows:
-    out.append("| ratio | forwarded pps | participants |")
-    out.append("|---|---|---|")
+    out.append("| ratio | forwarded pps | participants | forwarded pps per CPU-second of the core |")
+    out.append("|---|---|---|---|")
 for name, x, y in [] if not loopback_rows else [("(b)/(a) Viaduct mmsg vs raw", mmsg, raw),
                    ("(c)/(a) Viaduct io_uring vs raw", uring, raw),
                    ("(c)/(b) io_uring vs mmsg", uring, mmsg)]:
-    out.append("| %s | %s | %s |" % (name, ratio(x, y, "pps"), ratio(x, y, "participants")))
+    out.append("| %s | %s | %s | %s |" % (name, ratio(x, y, "pps"), ratio(x, y, "participants"), ratio(x, y, "pps_per_cpu")))
+if loopback_rows:
+    out.append("")
+    out.append("Forwarded pps per CPU-second of the core (the rate at that load divided by the core's busy share): raw %s, Viaduct mmsg %s, io_uring %s." % (
+        num((raw or {}).get("pps_per_cpu"), "%.0f"), num((mmsg or {}).get("pps_per_cpu"), "%.0f"), num((uring or {}).get("pps_per_cpu"), "%.0f")))
 out.append("")
 # (d): over veth between two namespaces.
 veth = {b: viaduct(os.path.join(dirname, "veth-%s.json" % b)) for b in ("mmsg", "uring", "xdp")}
@@ -506,8 +535,11 @@ if any(veth.values()):
     kernel = [r for r in (veth["mmsg"], veth["uring"]) if r and r.get("pps")]
     best = max(kernel, key=lambda r: r["pps"]) if kernel else None
     out.append("")
-    out.append("xdp vs the best kernel backend on veth: forwarded pps %s, participants %s; xdp vs the raw AF_XDP reference: forwarded pps %s." % (
-        ratio(veth["xdp"], best, "pps"), ratio(veth["xdp"], best, "participants"), ratio(veth["xdp"], rv, "pps")))
+    best_eff = max(kernel, key=lambda r: r.get("pps_per_cpu") or 0) if kernel else None
+    out.append("xdp vs the best kernel backend on veth: forwarded pps %s, participants %s, forwarded pps per CPU-second of the core %s (xdp %s, best kernel %s); xdp vs the raw AF_XDP reference: forwarded pps %s." % (
+        ratio(veth["xdp"], best, "pps"), ratio(veth["xdp"], best, "participants"),
+        ratio(veth["xdp"], best_eff, "pps_per_cpu"), num((veth["xdp"] or {}).get("pps_per_cpu"), "%.0f"),
+        num((best_eff or {}).get("pps_per_cpu"), "%.0f"), ratio(veth["xdp"], rv, "pps")))
     out.append("")
     for b, r in veth.items():
         if r and r["trials"]:
