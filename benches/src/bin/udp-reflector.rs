@@ -10,18 +10,21 @@
 //! first datagram from a source address makes that address a member of the conference
 //! (the only allocation: a new map entry); every datagram is then copied into one
 //! [`TxBatch`] slot per *other* member, and the batch goes out in one send call after each
-//! receive batch, as in the bridge's worker loop (minus ICE, DTLS and SRTP). It stops on
+//! receive batch, segmented as the bridge's are, as in the bridge's worker loop (minus
+//! ICE, DTLS and SRTP). It stops on
 //! SIGINT/SIGTERM or after `--seconds` (default 600) and prints its counters as one JSON
 //! line.
 //!
 //! `udp-reflector load --target 127.0.0.1:PORT --conferences C --participants P
 //! [--audio-pps 50] [--audio-bytes 120] [--video-pps 150] [--video-bytes 1200]
-//! [--seconds 5] [--core N] [--reflector-pid PID] [--local ADDR]` opens C×P std UDP
+//! [--seconds 5] [--core N] [--reflector-pid PID] [--local ADDR] [--gro true|false]` opens C×P std UDP
 //! sockets on 127.0.0.1 (or ADDR, which then allows a non-loopback target), one per participant, and from one thread (pinned to core N) sends each
 //! participant's audio and video streams as plain RTP-shaped datagrams (12-byte header,
 //! version 2, SSRC = `conference << 16 | participant << 4 | stream`, the send time in the
 //! payload; `--*-bytes` is the whole datagram) paced evenly with staggered phases, while
-//! draining every socket with non-blocking `recv_from` in the same loop. A warm-up
+//! draining every socket with non-blocking `recvmmsg` in the same loop (with `--gro true`,
+//! the default, the sockets take the reflector's segmented runs whole, as
+//! `viaduct-loadgen`'s do; anything shorter than 20 bytes is counted as foreign). A warm-up
 //! datagram per participant lets the reflector learn the membership before the measured
 //! window. It prints one JSON line: sent, send failures, received, expected
 //! (sent × (P−1)), loss ratio, forwarded (received) pps, one-way latency percentiles
@@ -40,6 +43,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
+use viaduct_benches::loadgen::rx_time;
 use viaduct_bridge::io::{self, IoChoice, TxBatch, MAX_DATAGRAM};
 
 /// Send slots per loop turn, as the bridge's worker has.
@@ -429,6 +433,7 @@ fn load(flags: &Flags) -> Result<()> {
         "core",
         "reflector-pid",
         "local",
+        "gro",
     ])?;
     let target: SocketAddr = flags.required("target")?;
     let conferences: usize = flags.required("conferences")?;
@@ -441,6 +446,7 @@ fn load(flags: &Flags) -> Result<()> {
     let core: Option<usize> = flags.str("core").map(str::parse).transpose()?;
     let reflector_pid = flags.str("reflector-pid");
     let local: Option<std::net::IpAddr> = flags.str("local").map(str::parse).transpose()?;
+    let gro: bool = flags.get("gro", true)?;
     if !target.ip().is_loopback() && local.is_none_or(|l| l.is_loopback()) {
         bail!("--target must be a loopback address (or give --local, an address that reaches it)");
     }
@@ -467,6 +473,12 @@ fn load(flags: &Flags) -> Result<()> {
     // One socket per participant: large buffers, non-blocking, each on its own port.
     let total = conferences * participants;
     let sockets = participant_sockets(total, target, local)?;
+    if gro {
+        for sock in &sockets {
+            rx_time::enable_gro(sock);
+        }
+    }
+    let mut batch = Box::<rx_time::RxBatch>::default();
     let mut streams = Vec::new();
     for conf in 0..conferences {
         for p in 0..participants {
@@ -553,24 +565,37 @@ fn load(flags: &Flags) -> Result<()> {
                 }
             }
         }
-        // Drain every socket.
+        // Drain every socket, a recvmmsg batch at a time (with GRO, each message may be
+        // a run the reflector sent segmented).
         let mut backlog = false;
         for sock in &sockets {
             let mut drained = false;
-            for _ in 0..DRAIN_PER_SOCKET {
+            for _ in 0..DRAIN_PER_SOCKET.div_ceil(rx_time::BATCH) {
                 c.recv_calls += 1;
-                match sock.recv_from(&mut rx) {
-                    Ok((n, from)) => {
-                        if from != target || n < 20 {
-                            c.foreign += 1;
-                            continue;
-                        }
-                        c.received += 1;
-                        let sent_at = u64::from_be_bytes(rx[12..20].try_into().unwrap_or([0; 8]));
+                match batch.recv(sock) {
+                    Ok(n) => {
                         let at = t0.elapsed().as_micros() as u64;
-                        if latencies.len() < MAX_LATENCY_SAMPLES {
-                            latencies
-                                .push(at.saturating_sub(sent_at).min(u64::from(u32::MAX)) as u32);
+                        for i in 0..n {
+                            let segment = batch.segment(i);
+                            let (run, _) = batch.get(i);
+                            for d in run.chunks(segment) {
+                                if d.len() < 20 {
+                                    c.foreign += 1;
+                                    continue;
+                                }
+                                c.received += 1;
+                                let sent_at =
+                                    u64::from_be_bytes(d[12..20].try_into().unwrap_or([0; 8]));
+                                if latencies.len() < MAX_LATENCY_SAMPLES {
+                                    latencies
+                                        .push(at.saturating_sub(sent_at).min(u64::from(u32::MAX))
+                                            as u32);
+                                }
+                            }
+                        }
+                        if n < rx_time::BATCH {
+                            drained = true;
+                            break;
                         }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {

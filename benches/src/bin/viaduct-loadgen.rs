@@ -108,6 +108,11 @@ struct Args {
     /// cargo feature `xdp`; needs --local-ip, the address on that interface).
     #[arg(long, value_enum, default_value_t = LoadIo::Kernel)]
     io: LoadIo,
+    /// With --io kernel: let the kernel split the bridge's segmented runs at delivery
+    /// (UDP_GRO off), which loopback and veth do on the bridge's core, as a NIC without
+    /// segmentation offload would; by default the peers take runs whole.
+    #[arg(long)]
+    no_gro: bool,
     /// With --io xdp: the interface the peers' address is on.
     #[arg(long)]
     xdp_iface: Option<String>,
@@ -230,6 +235,7 @@ fn main() -> Result<()> {
         allow_remote: args.allow_remote,
         progress: !args.quiet,
         xdp,
+        gro: !args.no_gro,
     };
     let identity = Arc::new(Identity::generate()?);
     let kit = PeerKit {
@@ -285,7 +291,7 @@ fn main() -> Result<()> {
             loss: args.loss_bound,
             p99_ms: args.p99_bound_ms,
             max_conferences: (args.max_participants / args.participants).max(1),
-            max_trials: 10,
+            max_trials: 14,
             bridge_cores: args.bridge_cores,
         };
         let (cap, mut best) =

@@ -65,6 +65,9 @@ pub struct Scenario {
     /// Send and receive media through AF_XDP on this interface instead of the peers'
     /// kernel sockets (one thread; see [`super::xdp`]).
     pub xdp: Option<viaduct_bridge::io::xdp::XdpConfig>,
+    /// Kernel sockets take a segmented run from the bridge whole (`UDP_GRO`), as a NIC
+    /// with segmentation offload would spare the bridge's core the splitting.
+    pub gro: bool,
 }
 
 /// A connected synthetic participant.
@@ -274,13 +277,17 @@ impl ReceiverResult {
     }
 }
 
-/// A peer's socket made ready for draining (large buffers, non-blocking).
-fn receive_socket(socket: std::net::UdpSocket) -> Result<std::net::UdpSocket> {
+/// A peer's socket made ready for draining (large buffers, non-blocking, and with `gro`
+/// segmented runs kept whole).
+fn receive_socket(socket: std::net::UdpSocket, gro: bool) -> Result<std::net::UdpSocket> {
     // Room for bursts while this thread serves other peers (best effort).
     let sock = socket2::SockRef::from(&socket);
     let _ = sock.set_recv_buffer_size(4 << 20);
     let _ = sock.set_send_buffer_size(1 << 20);
     socket.set_nonblocking(true)?;
+    if gro {
+        super::rx_time::enable_gro(&socket);
+    }
     Ok(socket)
 }
 
@@ -376,6 +383,7 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
         let live = live.clone();
         let sample = s.sample.max(1);
         let xdp = s.xdp.clone();
+        let gro = s.gro;
         handles.push(
             std::thread::Builder::new()
                 .name(format!("loadgen-{core}"))
@@ -393,6 +401,7 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
                         epoch_unix_ns,
                         send_until,
                         sample,
+                        gro,
                         live,
                     )
                 })?,
@@ -528,6 +537,7 @@ fn worker(
     epoch_unix_ns: u64,
     send_until: Instant,
     sample: u64,
+    gro: bool,
     live: Arc<Live>,
 ) -> Result<WorkerResult> {
     let shared = Rc::new(RefCell::new(Shared {
@@ -559,7 +569,7 @@ fn worker(
             (k, n),
         ));
         let mut listen = |socket, inbound, map| -> Result<()> {
-            let socket = receive_socket(socket)?;
+            let socket = receive_socket(socket, gro)?;
             receiving.push(Receiving {
                 stamped: super::rx_time::enable(&socket),
                 socket,
@@ -605,24 +615,26 @@ fn worker(
         let mut got = 0;
         for r in &mut receiving {
             // Drain what is there, a recvmmsg batch at a time.
-            loop {
-                let Ok(n) = batch.recv(&r.socket) else { break };
+            while let Ok(n) = batch.recv(&r.socket) {
                 for i in 0..n {
-                    let (pkt, stamp) = batch.get(i);
+                    let segment = batch.segment(i);
+                    let (run, stamp) = batch.get(i);
                     let arrival_ns = match stamp.filter(|_| r.stamped) {
                         Some(t) => t.saturating_sub(epoch_unix_ns),
                         None => epoch.elapsed().as_nanos() as u64,
                     };
-                    on_packet(
-                        pkt,
-                        arrival_ns,
-                        &mut r.inbound,
-                        &mut r.rx,
-                        &r.map,
-                        sample,
-                        &shared,
-                        &live,
-                    );
+                    for pkt in run.chunks_mut(segment) {
+                        on_packet(
+                            pkt,
+                            arrival_ns,
+                            &mut r.inbound,
+                            &mut r.rx,
+                            &r.map,
+                            sample,
+                            &shared,
+                            &live,
+                        );
+                    }
                 }
                 got += n;
                 if n < super::rx_time::BATCH {

@@ -110,7 +110,8 @@ pub struct Report {
     pub replays: u64,
     /// SRTP profiles DTLS negotiated with the SFU.
     pub srtp_profiles: Vec<String>,
-    /// How the load generator's media went: `kernel` (the peers' sockets) or `xdp`.
+    /// How the load generator's media went: `kernel-gro` (the peers' sockets, taking
+    /// segmented runs whole), `kernel` (split by the kernel at delivery) or `xdp`.
     pub loadgen_io: String,
     /// One-way latency through the bridge.
     pub latency_ms: Latency,
@@ -222,7 +223,12 @@ pub fn build(
         payload_mismatches: mismatch,
         replays,
         srtp_profiles: r.profiles.clone(),
-        loadgen_io: if s.xdp.is_some() { "xdp" } else { "kernel" }.to_owned(),
+        loadgen_io: match (&s.xdp, s.gro) {
+            (Some(_), _) => "xdp",
+            (None, true) => "kernel-gro",
+            (None, false) => "kernel",
+        }
+        .to_owned(),
         latency_ms: Latency {
             p50: q(0.5),
             p99: q(0.99),

@@ -2,6 +2,9 @@
 //! one-way latency is measured to the moment it reached the peer's socket, not to the
 //! moment the load generator's thread got round to it: the load generator's own
 //! queueing must not count against the bridge. The load generator's one I/O backend.
+//! With [`enable_gro`] a receive may also hold a whole run of datagrams the sender
+//! segmented (`UDP_SEGMENT`), kept whole by the kernel (`UDP_GRO`) instead of split at
+//! delivery; [`RxBatch::segment`] says where to cut it.
 #![allow(unsafe_code)]
 
 use std::mem::MaybeUninit;
@@ -9,8 +12,30 @@ use std::os::fd::AsRawFd;
 
 use socket2::{MaybeUninitSlice, MsgHdrMut, SockRef};
 
-/// Control-message room for one `struct timespec` timestamp.
+/// Control-message room for a `struct timespec` timestamp and a `UDP_GRO` segment size.
 const CONTROL_LEN: usize = 64;
+
+/// Largest message one receive slot takes: a whole segmented run.
+pub const MAX_MESSAGE: usize = 65_536;
+
+/// Asks the kernel to hand over a segmented run as one message, cut by
+/// [`RxBatch::segment`] (best effort: false when the kernel lacks `UDP_GRO`). On loopback
+/// this also spares the *sender's* core the segmentation at delivery, as a NIC with UDP
+/// segmentation offload would on the wire.
+pub fn enable_gro(socket: &impl AsRawFd) -> bool {
+    let on: libc::c_int = 1;
+    // SAFETY: as in `enable`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    rc == 0
+}
 
 /// Asks the kernel to stamp every datagram `socket` receives (best effort).
 pub fn enable(socket: &impl AsRawFd) -> bool {
@@ -85,26 +110,47 @@ impl RxBuf {
 }
 
 /// The SCM_TIMESTAMPNS `timespec` in a control buffer, as nanoseconds.
-fn timestamp(mut control: &[u8]) -> Option<u64> {
+fn timestamp(control: &[u8]) -> Option<u64> {
+    parse_control(control).0
+}
+
+/// From a control buffer: the SCM_TIMESTAMPNS stamp (ns) and the UDP_GRO segment size.
+fn parse_control(mut control: &[u8]) -> (Option<u64>, Option<usize>) {
+    let (mut stamp, mut segment) = (None, None);
+    while let Some((len, level, typ, data)) = next_cmsg(control) {
+        if level == libc::SOL_SOCKET && typ == libc::SCM_TIMESTAMPNS && data.len() >= 16 {
+            let sec = i64::from_ne_bytes(data[..8].try_into().unwrap_or_default());
+            let nsec = i64::from_ne_bytes(data[8..16].try_into().unwrap_or_default());
+            stamp = Some((sec as u64) * 1_000_000_000 + nsec as u64);
+        }
+        if level == libc::SOL_UDP && typ == libc::UDP_GRO && data.len() >= 4 {
+            let size = i32::from_ne_bytes(data[..4].try_into().unwrap_or_default());
+            segment = usize::try_from(size).ok().filter(|&s| s > 0);
+        }
+        let step = len.div_ceil(8) * 8;
+        let Some(rest) = control.get(step..) else {
+            break;
+        };
+        control = rest;
+    }
+    (stamp, segment)
+}
+
+/// The first control message: (cmsg_len, level, type, data).
+fn next_cmsg(control: &[u8]) -> Option<(usize, i32, i32, &[u8])> {
     // struct cmsghdr { size_t cmsg_len; int cmsg_level; int cmsg_type; } then data,
     // each message aligned to size_t.
     const HDR: usize = std::mem::size_of::<usize>() + 8;
-    while control.len() >= HDR {
-        let len = usize::from_ne_bytes(control[..8].try_into().ok()?);
-        let level = i32::from_ne_bytes(control[8..12].try_into().ok()?);
-        let typ = i32::from_ne_bytes(control[12..16].try_into().ok()?);
-        if len < HDR || len > control.len() {
-            return None;
-        }
-        if level == libc::SOL_SOCKET && typ == libc::SCM_TIMESTAMPNS && len >= HDR + 16 {
-            let sec = i64::from_ne_bytes(control[HDR..HDR + 8].try_into().ok()?);
-            let nsec = i64::from_ne_bytes(control[HDR + 8..HDR + 16].try_into().ok()?);
-            return Some((sec as u64) * 1_000_000_000 + nsec as u64);
-        }
-        let step = len.div_ceil(8) * 8;
-        control = control.get(step..)?;
+    if control.len() < HDR {
+        return None;
     }
-    None
+    let len = usize::from_ne_bytes(control[..8].try_into().ok()?);
+    let level = i32::from_ne_bytes(control[8..12].try_into().ok()?);
+    let typ = i32::from_ne_bytes(control[12..16].try_into().ok()?);
+    if len < HDR || len > control.len() {
+        return None;
+    }
+    Some((len, level, typ, &control[HDR..len]))
 }
 
 #[cfg(test)]
@@ -140,19 +186,21 @@ pub const BATCH: usize = 32;
 /// Receive buffers for `recvmmsg`: [`BATCH`] datagrams with their arrival stamps per
 /// system call, allocated once per peer.
 pub struct RxBatch {
-    data: Vec<[u8; 2048]>,
+    /// BATCH slots of MAX_MESSAGE bytes.
+    data: Vec<u8>,
     control: Vec<[u8; CONTROL_LEN]>,
     iov: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     lens: [usize; BATCH],
     stamps: [Option<u64>; BATCH],
+    segments: [Option<usize>; BATCH],
     count: usize,
 }
 
 impl Default for RxBatch {
     fn default() -> Self {
         Self {
-            data: vec![[0u8; 2048]; BATCH],
+            data: vec![0u8; BATCH * MAX_MESSAGE],
             control: vec![[0u8; CONTROL_LEN]; BATCH],
             // SAFETY: iovec and mmsghdr are plain C structs for which all-zero bytes
             // are a valid (empty) value; they are filled in before every call.
@@ -161,6 +209,7 @@ impl Default for RxBatch {
             msgs: (0..BATCH).map(|_| unsafe { std::mem::zeroed() }).collect(),
             lens: [0; BATCH],
             stamps: [None; BATCH],
+            segments: [None; BATCH],
             count: 0,
         }
     }
@@ -170,10 +219,11 @@ impl RxBatch {
     /// One non-blocking `recvmmsg` on `fd`: how many datagrams arrived (0 is reported
     /// as `WouldBlock`).
     pub fn recv(&mut self, fd: &impl AsRawFd) -> std::io::Result<usize> {
+        let data = self.data.as_mut_ptr();
         for i in 0..BATCH {
             self.iov[i] = libc::iovec {
-                iov_base: self.data[i].as_mut_ptr().cast(),
-                iov_len: self.data[i].len(),
+                iov_base: data.wrapping_add(i * MAX_MESSAGE).cast(),
+                iov_len: MAX_MESSAGE,
             };
             let h = &mut self.msgs[i].msg_hdr;
             h.msg_name = std::ptr::null_mut();
@@ -205,20 +255,28 @@ impl RxBatch {
             return Err(std::io::ErrorKind::WouldBlock.into());
         }
         for i in 0..n {
-            self.lens[i] = (self.msgs[i].msg_len as usize).min(2048);
+            self.lens[i] = (self.msgs[i].msg_len as usize).min(MAX_MESSAGE);
             // `msg_controllen` is usize on glibc and u32 on musl.
             #[allow(clippy::unnecessary_cast)]
             let clen = (self.msgs[i].msg_hdr.msg_controllen as usize).min(CONTROL_LEN);
-            self.stamps[i] = timestamp(&self.control[i][..clen]);
+            (self.stamps[i], self.segments[i]) = parse_control(&self.control[i][..clen]);
         }
         self.count = n;
         Ok(n)
     }
 
-    /// Datagram `i` of the last call and its arrival stamp (ns since the Unix epoch).
+    /// Message `i` of the last call and its arrival stamp (ns since the Unix epoch): one
+    /// datagram, or with GRO a run of them to cut every [`segment`](Self::segment) bytes.
     pub fn get(&mut self, i: usize) -> (&mut [u8], Option<u64>) {
         let len = self.lens[i];
-        (&mut self.data[i][..len], self.stamps[i])
+        let start = i * MAX_MESSAGE;
+        (&mut self.data[start..start + len], self.stamps[i])
+    }
+
+    /// Where message `i` of the last call is cut into datagrams: its GRO segment size, or
+    /// its whole length (at least 1).
+    pub fn segment(&self, i: usize) -> usize {
+        self.segments[i].unwrap_or(self.lens[i]).max(1)
     }
 }
 
@@ -248,5 +306,48 @@ mod batch_tests {
         }
         assert_eq!(seen, (0..40).collect::<Vec<u8>>());
         assert!(rx.recv(&b).is_err(), "WouldBlock when empty");
+    }
+
+    /// A segmented run sent by the bridge's backend reaches a GRO socket as one message,
+    /// cut back into the datagrams that were sent, stamps and all.
+    #[test]
+    fn gro_keeps_a_segmented_run_whole() {
+        use viaduct_bridge::io::{self, IoChoice, TxBatch};
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        assert!(enable(&b));
+        if !enable_gro(&b) {
+            eprintln!("skipped: no UDP_GRO");
+            return;
+        }
+        let socket = io::bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        let mut sender = io::open(IoChoice::Mmsg, socket).unwrap();
+        let mut tx = TxBatch::new(8);
+        let sizes = [1000, 1000, 1000, 400];
+        for (i, &n) in sizes.iter().enumerate() {
+            assert!(tx.push(&vec![i as u8; n], b.local_addr().unwrap()));
+        }
+        assert_eq!(sender.send(&mut tx).unwrap(), sizes.len());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let mut rx = Box::<RxBatch>::default();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut messages = 0;
+        while let Ok(n) = rx.recv(&b) {
+            for i in 0..n {
+                messages += 1;
+                let seg = rx.segment(i);
+                let (d, stamp) = rx.get(i);
+                assert!(stamp.is_some());
+                got.extend(d.chunks(seg).map(<[u8]>::to_vec));
+            }
+        }
+        assert_eq!(got.len(), sizes.len());
+        for (i, d) in got.iter().enumerate() {
+            assert_eq!(d, &vec![i as u8; sizes[i]], "datagram {i}");
+        }
+        assert!(
+            messages < sizes.len(),
+            "the run came as one message ({messages})"
+        );
     }
 }
