@@ -35,6 +35,11 @@
 #   BENCH_XDP_MODE=auto       --xdp-mode of the AF_XDP rows (auto, native, generic)
 #   BENCH_LOADGEN_IO=xdp      viaduct-loadgen's --io in (d): xdp, or kernel (its peers'
 #                             sockets); kernel when the xdp feature does not build
+#   BENCH_GRO=0               1: both load sides take segmented runs whole (UDP_GRO:
+#                             `udp-reflector load --gro true`, `viaduct-loadgen --gro`), as
+#                             behind a NIC with segmentation offload; 0: the kernel splits
+#                             them at delivery, on the sender's core, as it would at the
+#                             device without that offload (the conservative figure)
 #   BENCH_KEEP_AWAKE=auto     1: keep both cores from idling with a SCHED_IDLE spinner each
 #                             (it yields at once to any other task, so it adds no load
 #                             and no process is charged for it); auto: 1 on a VM. On a VM
@@ -53,6 +58,9 @@ ROOT=$(pwd)
 BUILD=1
 APPEND=1
 LOADGEN_IO=${BENCH_LOADGEN_IO:-xdp}
+GRO=${BENCH_GRO:-0}
+LG_GRO=()
+[ "$GRO" = 1 ] && LG_GRO=(--gro)
 ONLY=all
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -161,6 +169,11 @@ if [ "$KEEP_AWAKE" = 1 ] && [ -z "$FAKE" ]; then
     AWAKE_NOTE="vCPUs kept awake by a SCHED_IDLE spinner per core (BENCH_KEEP_AWAKE)"
     log "keeping cores $BRIDGE_CORE and $LOAD_CORE awake with SCHED_IDLE spinners"
 fi
+if [ "$GRO" = 1 ]; then
+    AWAKE_NOTE="$AWAKE_NOTE; load sides take segmented runs whole (UDP_GRO, BENCH_GRO=1)"
+else
+    AWAKE_NOTE="$AWAKE_NOTE; the kernel splits segmented runs at delivery (no UDP_GRO on the load sides)"
+fi
 export AWAKE_NOTE
 
 # ---------------------------------------------------------------------------------------
@@ -190,7 +203,8 @@ raw_step() { # raw_step CONFERENCES OUTFILE
     timeout $((STEP_SECONDS + 30)) "$REFLECTOR" load --target "$REFL_ADDR" \
         --conferences "$1" --participants "$PARTICIPANTS" \
         --audio-pps 50 --audio-bytes 120 --video-pps 150 --video-bytes 1200 \
-        --seconds "$STEP_SECONDS" --core "$LOAD_CORE" --reflector-pid "$REFL_PID" >"$2" ||
+        --seconds "$STEP_SECONDS" --core "$LOAD_CORE" --reflector-pid "$REFL_PID" \
+        --gro "$([ "$GRO" = 1 ] && echo true || echo false)" >"$2" ||
         log "  udp-reflector load failed (exit $?)"
     stop_pid "$REFL_PID"
 }
@@ -268,7 +282,7 @@ viaduct_run() { # viaduct_run BACKEND OUTFILE
     fi
     log "($backend) viaduct-bridge pid $pid on core $BRIDGE_CORE; viaduct-loadgen --find-capacity on core $LOAD_CORE"
     local rc=0
-    timeout "$LG_TIMEOUT" "$LOADGEN" --bridge-socket "$sock" --bridge-pid "$pid" \
+    timeout "$LG_TIMEOUT" "$LOADGEN" --bridge-socket "$sock" --bridge-pid "$pid" "${LG_GRO[@]}" \
         --cores "$LOAD_CORE" --participants "$PARTICIPANTS" --video-kbps 1500 \
         --find-capacity --duration "$LG_DURATION" --json "$out" >"$DIR/loadgen-$backend.log" 2>&1 || rc=$?
     stop_pid "$pid"

@@ -22,9 +22,9 @@
 //! participant's audio and video streams as plain RTP-shaped datagrams (12-byte header,
 //! version 2, SSRC = `conference << 16 | participant << 4 | stream`, the send time in the
 //! payload; `--*-bytes` is the whole datagram) paced evenly with staggered phases, while
-//! draining every socket with non-blocking `recvmmsg` in the same loop (with `--gro true`,
-//! the default, the sockets take the reflector's segmented runs whole, as
-//! `viaduct-loadgen`'s do; anything shorter than 20 bytes is counted as foreign). A warm-up
+//! draining every socket with non-blocking `recvmmsg` in the same loop (with `--gro true`
+//! the sockets take the reflector's segmented runs whole, as `viaduct-loadgen --gro`'s
+//! do; anything shorter than 20 bytes is counted as foreign). A warm-up
 //! datagram per participant lets the reflector learn the membership before the measured
 //! window. It prints one JSON line: sent, send failures, received, expected
 //! (sent × (P−1)), loss ratio, forwarded (received) pps, one-way latency percentiles
@@ -446,7 +446,7 @@ fn load(flags: &Flags) -> Result<()> {
     let core: Option<usize> = flags.str("core").map(str::parse).transpose()?;
     let reflector_pid = flags.str("reflector-pid");
     let local: Option<std::net::IpAddr> = flags.str("local").map(str::parse).transpose()?;
-    let gro: bool = flags.get("gro", true)?;
+    let gro: bool = flags.get("gro", false)?;
     if !target.ip().is_loopback() && local.is_none_or(|l| l.is_loopback()) {
         bail!("--target must be a loopback address (or give --local, an address that reaches it)");
     }

@@ -108,11 +108,12 @@ struct Args {
     /// cargo feature `xdp`; needs --local-ip, the address on that interface).
     #[arg(long, value_enum, default_value_t = LoadIo::Kernel)]
     io: LoadIo,
-    /// With --io kernel: let the kernel split the bridge's segmented runs at delivery
-    /// (UDP_GRO off), which loopback and veth do on the bridge's core, as a NIC without
-    /// segmentation offload would; by default the peers take runs whole.
+    /// With --io kernel: the peers take the bridge's segmented runs whole (UDP_GRO), as
+    /// if a NIC with segmentation offload split them on the wire. By default the kernel
+    /// splits them at delivery, which loopback and veth do on the bridge's core, as the
+    /// kernel does at the device for a NIC without that offload.
     #[arg(long)]
-    no_gro: bool,
+    gro: bool,
     /// With --io xdp: the interface the peers' address is on.
     #[arg(long)]
     xdp_iface: Option<String>,
@@ -235,7 +236,7 @@ fn main() -> Result<()> {
         allow_remote: args.allow_remote,
         progress: !args.quiet,
         xdp,
-        gro: !args.no_gro,
+        gro: args.gro,
     };
     let identity = Arc::new(Identity::generate()?);
     let kit = PeerKit {
