@@ -167,6 +167,98 @@ pub(crate) fn supported(socket: &std::net::UdpSocket) -> bool {
     rc == 0
 }
 
+/// The kernel-side arrays of one send chunk, filled from a [`Plan`]: per message a
+/// destination, a `UDP_SEGMENT` control message and a datagram count, and the datagrams'
+/// iovecs in message order. Both kernel backends fill them and point one msghdr per
+/// message at them ([`SendArrays::point`]); allocated once.
+pub(crate) struct SendArrays {
+    names: Box<[super::RawAddr]>,
+    ctrl: Box<[SegmentCmsg]>,
+    counts: Box<[u16]>,
+    iovs: Box<[libc::iovec]>,
+}
+
+impl SendArrays {
+    /// Room for `messages` messages holding `datagrams` datagrams in all.
+    pub(crate) fn new(messages: usize, datagrams: usize) -> Self {
+        let empty = libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        };
+        Self {
+            names: vec![super::RawAddr::EMPTY; messages].into_boxed_slice(),
+            ctrl: vec![SegmentCmsg::new(0); messages].into_boxed_slice(),
+            counts: vec![0; messages].into_boxed_slice(),
+            iovs: vec![empty; datagrams].into_boxed_slice(),
+        }
+    }
+
+    /// Fill from `plan`'s messages `first..` of `tx`, as many as there is room for; a
+    /// message whose destination the socket's family cannot reach (`v6` false and an
+    /// IPv6 destination) is skipped, i.e. dropped. Returns (the next message to send,
+    /// messages filled).
+    pub(crate) fn fill(
+        &mut self,
+        plan: &Plan,
+        tx: &TxBatch,
+        first: usize,
+        v6: bool,
+    ) -> (usize, usize) {
+        let (messages, order) = (plan.messages(), plan.order());
+        let mut next = first;
+        let mut count = 0;
+        let mut used = 0;
+        while next < messages.len() && count < self.names.len() {
+            let m = messages[next];
+            if used + m.count > self.iovs.len() {
+                break;
+            }
+            next += 1;
+            let (_, dst) = tx.get(usize::from(order[m.start]));
+            let Some(raw) = super::RawAddr::new(dst, v6) else {
+                continue;
+            };
+            for (k, &i) in order[m.start..m.start + m.count].iter().enumerate() {
+                let (data, _) = tx.get(usize::from(i));
+                self.iovs[used + k] = libc::iovec {
+                    iov_base: data.as_ptr().cast_mut().cast(),
+                    iov_len: data.len(),
+                };
+            }
+            self.names[count] = raw;
+            self.ctrl[count].size = m.segment as u16;
+            self.counts[count] = m.count as u16;
+            used += m.count;
+            count += 1;
+        }
+        (next, count)
+    }
+
+    /// Datagrams in filled message `j`.
+    pub(crate) fn count(&self, j: usize) -> usize {
+        usize::from(self.counts[j])
+    }
+
+    /// Point `h` at filled message `j`, whose iovecs start at `at` (the counts of the
+    /// messages before it). The pointers stay valid while `self` and the batch the
+    /// arrays were filled from are neither moved nor written.
+    pub(crate) fn point(&mut self, j: usize, at: usize, h: &mut libc::msghdr) {
+        let (name, namelen) = self.names[j].as_name();
+        h.msg_name = name.cast_mut();
+        h.msg_namelen = namelen;
+        h.msg_iov = self.iovs.as_mut_ptr().wrapping_add(at);
+        h.msg_iovlen = self.count(j) as _;
+        if self.counts[j] > 1 {
+            h.msg_control = self.ctrl.as_mut_ptr().wrapping_add(j).cast();
+            h.msg_controllen = std::mem::size_of::<SegmentCmsg>() as _;
+        } else {
+            h.msg_control = std::ptr::null_mut();
+            h.msg_controllen = 0;
+        }
+        h.msg_flags = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,10 +8,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
-use super::gso::{self, Plan, SegmentCmsg};
+use super::gso::{self, Plan, SendArrays};
 use super::{
-    context, sockaddr_from_bytes, Backend, BackendKind, RawAddr, TxBatch, MAX_DATAGRAM, MAX_WAIT,
-    RECV_BATCH,
+    context, sockaddr_from_bytes, Backend, BackendKind, TxBatch, MAX_DATAGRAM, MAX_WAIT, RECV_BATCH,
 };
 
 /// Messages per `sendmmsg` call; a larger [`TxBatch`] goes out in chunks of this size.
@@ -45,11 +44,9 @@ pub struct MmsgBackend {
     rx_names: Box<[libc::sockaddr_storage]>,
     rx_iovs: Box<[libc::iovec]>,
     rx_hdrs: Box<[libc::mmsghdr]>,
-    tx_names: Box<[RawAddr]>,
-    tx_iovs: Box<[libc::iovec]>,
+    /// What `tx_hdrs` point at.
+    tx: SendArrays,
     tx_hdrs: Box<[libc::mmsghdr]>,
-    /// One `UDP_SEGMENT` control message per `tx_hdrs` entry.
-    tx_ctrl: Box<[SegmentCmsg]>,
     /// How this batch becomes messages.
     plan: Plan,
     /// Runs of datagrams go out as one segmented message.
@@ -88,10 +85,8 @@ impl MmsgBackend {
                 .into_boxed_slice(),
             rx_iovs: vec![empty_iovec(); RECV_BATCH].into_boxed_slice(),
             rx_hdrs: vec![empty_mmsghdr(); RECV_BATCH].into_boxed_slice(),
-            tx_names: vec![RawAddr::EMPTY; TX_CHUNK].into_boxed_slice(),
-            tx_iovs: vec![empty_iovec(); TX_IOVS].into_boxed_slice(),
+            tx: SendArrays::new(TX_CHUNK, TX_IOVS),
             tx_hdrs: vec![empty_mmsghdr(); TX_CHUNK].into_boxed_slice(),
-            tx_ctrl: vec![SegmentCmsg::new(0); TX_CHUNK].into_boxed_slice(),
             plan: Plan::with_capacity(PLAN_CAPACITY),
             gso: gso::supported(&socket),
             socket,
@@ -184,7 +179,7 @@ impl MmsgBackend {
     fn sendmmsg(&mut self, off: usize, count: usize) -> io::Result<SendOutcome> {
         self.syscalls += 1;
         // SAFETY: tx_hdrs[off..count] were filled by `send` in this call with pointers into
-        // tx_names/tx_iovs (owned by `self`) and into the caller's TxBatch slots, all of
+        // the send arrays `tx` (owned by `self`) and into the caller's TxBatch slots, all of
         // which stay borrowed and unmoved until this returns; the kernel only reads them
         // (plus `msg_len`, which it writes).
         let n = unsafe {
@@ -223,57 +218,15 @@ impl MmsgBackend {
         first: usize,
         waited: &mut bool,
     ) -> io::Result<(usize, usize, bool)> {
-        // Names, control messages and iovecs first, then msghdrs pointing at them, so no
-        // pointer outlives a write.
-        let messages = self.plan.messages();
-        let order = self.plan.order();
-        let mut end = first;
-        let mut count = 0; // messages in the vector
-        let mut iovs_used = 0;
+        // The arrays first, then msghdrs pointing at them, so no pointer outlives a write.
+        let (end, count) = self.tx.fill(&self.plan, tx, first, self.v6);
         let mut counts = [0u16; TX_CHUNK]; // datagrams per message in the vector
-        while end < messages.len() && count < TX_CHUNK {
-            let m = messages[end];
-            if iovs_used + m.count > TX_IOVS {
-                break;
-            }
-            end += 1;
-            let (_, dst) = tx.get(usize::from(order[m.start]));
-            let Some(raw) = RawAddr::new(dst, self.v6) else {
-                continue; // unreachable from this socket's family: dropped
-            };
-            for (k, &i) in order[m.start..m.start + m.count].iter().enumerate() {
-                let (data, _) = tx.get(usize::from(i));
-                self.tx_iovs[iovs_used + k] = libc::iovec {
-                    iov_base: data.as_ptr().cast_mut().cast(),
-                    iov_len: data.len(),
-                };
-            }
-            self.tx_names[count] = raw;
-            self.tx_ctrl[count].size = m.segment as u16;
-            counts[count] = m.count as u16;
-            iovs_used += m.count;
-            count += 1;
-        }
-        let iovs = self.tx_iovs.as_mut_ptr();
-        let ctrl = self.tx_ctrl.as_mut_ptr();
         let mut at = 0;
-        for (j, &n) in counts[..count].iter().enumerate() {
-            let (name, namelen) = self.tx_names[j].as_name();
-            let h = &mut self.tx_hdrs[j];
-            h.msg_hdr.msg_name = name.cast_mut();
-            h.msg_hdr.msg_namelen = namelen;
-            h.msg_hdr.msg_iov = iovs.wrapping_add(at);
-            h.msg_hdr.msg_iovlen = usize::from(n) as _;
-            if n > 1 {
-                h.msg_hdr.msg_control = ctrl.wrapping_add(j).cast();
-                h.msg_hdr.msg_controllen = std::mem::size_of::<SegmentCmsg>() as _;
-            } else {
-                h.msg_hdr.msg_control = std::ptr::null_mut();
-                h.msg_hdr.msg_controllen = 0;
-            }
-            h.msg_hdr.msg_flags = 0;
+        for (j, h) in self.tx_hdrs[..count].iter_mut().enumerate() {
+            self.tx.point(j, at, &mut h.msg_hdr);
             h.msg_len = 0;
-            at += usize::from(n);
+            counts[j] = self.tx.count(j) as u16;
+            at += self.tx.count(j);
         }
 
         let mut off = 0;

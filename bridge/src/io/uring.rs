@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, types, IoUring, Probe};
 
-use super::gso::{self, Plan, SegmentCmsg};
+use super::gso::{self, Plan, SendArrays};
 use super::{
-    context, errno_error, sockaddr_from_bytes, Backend, BackendKind, RawAddr, TxBatch,
-    MAX_DATAGRAM, MAX_WAIT, RECV_BATCH,
+    context, errno_error, sockaddr_from_bytes, Backend, BackendKind, TxBatch, MAX_DATAGRAM,
+    MAX_WAIT, RECV_BATCH,
 };
 
 /// Submission-queue entries (the completion queue gets twice as many). Must hold a full
@@ -285,13 +285,9 @@ pub struct UringBackend {
     stash: Stash,
     /// Last hard error reported by the multishot recvmsg, surfaced by the next `recv`.
     recv_error: Option<i32>,
-    tx_names: Box<[RawAddr]>,
-    tx_iovs: Box<[libc::iovec]>,
+    /// What `tx_hdrs` point at (slot `j`'s message is its message `j`).
+    tx: SendArrays,
     tx_hdrs: Box<[libc::msghdr]>,
-    /// One `UDP_SEGMENT` control message per `tx_hdrs` entry.
-    tx_ctrl: Box<[SegmentCmsg]>,
-    /// Datagrams in slot `j`'s message.
-    tx_counts: Box<[u16]>,
     /// How this batch becomes messages.
     plan: Plan,
     /// Runs of datagrams go out as one segmented message.
@@ -364,20 +360,10 @@ impl UringBackend {
             armed: false,
             stash: Stash::new(usize::from(RECV_BUFS)),
             recv_error: None,
-            tx_names: vec![RawAddr::EMPTY; TX_SLOTS].into_boxed_slice(),
-            tx_iovs: vec![
-                libc::iovec {
-                    iov_base: std::ptr::null_mut(),
-                    iov_len: 0
-                };
-                TX_IOVS
-            ]
-            .into_boxed_slice(),
+            tx: SendArrays::new(TX_SLOTS, TX_IOVS),
             // SAFETY: as above, all-zero msghdrs are valid.
             tx_hdrs: vec![unsafe { std::mem::zeroed::<libc::msghdr>() }; TX_SLOTS]
                 .into_boxed_slice(),
-            tx_ctrl: vec![SegmentCmsg::new(0); TX_SLOTS].into_boxed_slice(),
-            tx_counts: vec![0; TX_SLOTS].into_boxed_slice(),
             plan: Plan::with_capacity(PLAN_CAPACITY),
             gso,
             tx_inflight: vec![false; TX_SLOTS].into_boxed_slice(),
@@ -510,8 +496,8 @@ impl UringBackend {
                         self.tx_inflight[slot] = false;
                         self.inflight -= 1;
                         if result >= 0 {
-                            self.tx_ok += usize::from(self.tx_counts[slot]);
-                        } else if self.tx_counts[slot] > 1
+                            self.tx_ok += self.tx.count(slot);
+                        } else if self.tx.count(slot) > 1
                             && [-libc::EIO, -libc::EINVAL].contains(&result)
                             && self.gso
                         {
@@ -539,55 +525,12 @@ impl UringBackend {
         first: usize,
         waited: &mut bool,
     ) -> io::Result<(usize, usize)> {
-        // Names, control messages and iovecs first, then msghdrs pointing at them, so no
-        // pointer outlives a write.
-        let messages = self.plan.messages();
-        let order = self.plan.order();
-        let mut next = first;
-        let mut count = 0;
-        let mut iovs_used = 0;
-        while next < messages.len() && count < TX_SLOTS {
-            let m = messages[next];
-            if iovs_used + m.count > TX_IOVS {
-                break;
-            }
-            next += 1;
-            let (_, dst) = tx.get(usize::from(order[m.start]));
-            let Some(raw) = RawAddr::new(dst, self.v6) else {
-                continue; // unreachable from this socket's family: dropped
-            };
-            for (k, &i) in order[m.start..m.start + m.count].iter().enumerate() {
-                let (data, _) = tx.get(usize::from(i));
-                self.tx_iovs[iovs_used + k] = libc::iovec {
-                    iov_base: data.as_ptr().cast_mut().cast(),
-                    iov_len: data.len(),
-                };
-            }
-            self.tx_names[count] = raw;
-            self.tx_ctrl[count].size = m.segment as u16;
-            self.tx_counts[count] = m.count as u16;
-            iovs_used += m.count;
-            count += 1;
-        }
-        let iovs = self.tx_iovs.as_mut_ptr();
-        let ctrl = self.tx_ctrl.as_mut_ptr();
+        // The arrays first, then msghdrs pointing at them, so no pointer outlives a write.
+        let (next, mut count) = self.tx.fill(&self.plan, tx, first, self.v6);
         let mut at = 0;
-        for (j, &n) in self.tx_counts[..count].iter().enumerate() {
-            let (name, namelen) = self.tx_names[j].as_name();
-            let h = &mut self.tx_hdrs[j];
-            h.msg_name = name.cast_mut();
-            h.msg_namelen = namelen;
-            h.msg_iov = iovs.wrapping_add(at);
-            h.msg_iovlen = usize::from(n) as _;
-            if n > 1 {
-                h.msg_control = ctrl.wrapping_add(j).cast();
-                h.msg_controllen = std::mem::size_of::<SegmentCmsg>() as _;
-            } else {
-                h.msg_control = std::ptr::null_mut();
-                h.msg_controllen = 0;
-            }
-            h.msg_flags = 0;
-            at += usize::from(n);
+        for (j, h) in self.tx_hdrs[..count].iter_mut().enumerate() {
+            self.tx.point(j, at, h);
+            at += self.tx.count(j);
         }
         if count == 0 {
             return Ok((next, 0));
