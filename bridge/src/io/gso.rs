@@ -8,7 +8,9 @@
 //!
 //! [`Plan`] is sans-IO: which datagrams, in which order, make which message. Datagrams
 //! for one destination keep their batch order; destinations are grouped (sorted), which
-//! reorders nothing that any one receiver sees.
+//! reorders nothing that any one receiver sees. The rest is the kernel's side, shared by
+//! the mmsg and io_uring backends: the `UDP_SEGMENT` control message, the probe for it,
+//! and `SendArrays`, which their msghdrs point at.
 
 #![allow(unsafe_code)] // the kernel's side: a control message and a socket option
 
