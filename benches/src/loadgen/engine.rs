@@ -676,7 +676,7 @@ fn send(
     live: &Live,
 ) -> (HashMap<u32, u64>, u64) {
     let mut tally = SendTally::default();
-    let mut buf = vec![0u8; 2048];
+    let mut buf = SendBuf::default();
     loop {
         // Sleep to the next packet that is due (at most 1 ms, to notice the end).
         let next = next_due(senders, until).min(Instant::now() + Duration::from_millis(1));
@@ -692,7 +692,7 @@ fn send(
             &mut buf,
             &mut tally,
             live,
-            &mut |s, d| s.socket.send_to(d, s.bridge).is_ok(),
+            &mut send_run,
         );
     }
     (tally.sent, tally.failures)
@@ -725,10 +725,10 @@ pub(super) fn send_due(
     senders: &mut [Sender],
     now: Instant,
     epoch: Instant,
-    buf: &mut [u8],
+    buf: &mut SendBuf,
     tally: &mut SendTally,
     live: &Live,
-    emit: &mut dyn FnMut(&Sender, &[u8]) -> bool,
+    emit: &mut dyn FnMut(&Sender, &[u8], usize) -> bool,
 ) {
     for s in senders.iter_mut() {
         let audio_period = Duration::from_millis(20);
@@ -746,8 +746,11 @@ pub(super) fn send_due(
                 level,
                 payload: s.plan.audio_bytes,
             };
-            let ok = transmit(s, buf, &packet, epoch, emit);
-            tally.count(ssrc, ok, live);
+            let ok = match protect(s, &mut buf.scratch, &packet, epoch) {
+                Some(n) => emit(s, &buf.scratch[..n], n),
+                None => false,
+            };
+            tally.count(ssrc, ok, live, 1);
             s.next_audio += audio_period;
         }
         let frame_period = Duration::from_secs(1) / s.plan.fps;
@@ -758,6 +761,9 @@ pub(super) fn send_due(
                 let ssrc = traffic::ssrc(s.index, stream);
                 let packets = bytes.div_ceil(traffic::MAX_VIDEO_PAYLOAD).max(1);
                 let mut left = bytes;
+                // The frame's packets go out as segmented runs (all alike in size but the
+                // last), one send each instead of one per packet.
+                let mut run = Run::default();
                 for k in 0..packets {
                     let size = left.min(traffic::MAX_VIDEO_PAYLOAD);
                     left -= size;
@@ -772,8 +778,21 @@ pub(super) fn send_due(
                         level: 0,
                         payload: size,
                     };
-                    let ok = transmit(s, buf, &packet, epoch, emit);
-                    tally.count(ssrc, ok, live);
+                    let Some(n) = protect(s, &mut buf.scratch, &packet, epoch) else {
+                        tally.count(ssrc, false, live, 1);
+                        continue;
+                    };
+                    if !run.fits(n) {
+                        let ok = emit(s, &buf.run[..run.bytes], run.segment);
+                        tally.count(ssrc, ok, live, run.count);
+                        run = Run::default();
+                    }
+                    buf.run[run.bytes..run.bytes + n].copy_from_slice(&buf.scratch[..n]);
+                    run.add(n);
+                }
+                if run.count > 0 {
+                    let ok = emit(s, &buf.run[..run.bytes], run.segment);
+                    tally.count(ssrc, ok, live, run.count);
                 }
             }
             s.next_frame += frame_period;
@@ -781,13 +800,97 @@ pub(super) fn send_due(
     }
 }
 
+/// Most packets in one segmented send, and most bytes.
+const RUN_PACKETS: usize = 64;
+const RUN_BYTES: usize = 60_000;
+
+/// The sending side's buffers: one packet being built, and the run it joins.
+pub(super) struct SendBuf {
+    scratch: Box<[u8]>,
+    run: Box<[u8]>,
+}
+
+impl Default for SendBuf {
+    fn default() -> Self {
+        Self {
+            scratch: vec![0u8; 2048].into_boxed_slice(),
+            run: vec![0u8; RUN_BYTES].into_boxed_slice(),
+        }
+    }
+}
+
+/// A run of packets being gathered for one segmented send.
+#[derive(Default)]
+struct Run {
+    /// Packets in it.
+    count: u64,
+    /// Bytes in it.
+    bytes: usize,
+    /// The first packet's length; every other is as long but the last.
+    segment: usize,
+    /// A shorter packet has joined: it must be the last.
+    closed: bool,
+}
+
+impl Run {
+    fn fits(&self, n: usize) -> bool {
+        self.count == 0
+            || (!self.closed
+                && n <= self.segment
+                && (self.count as usize) < RUN_PACKETS
+                && self.bytes + n <= RUN_BYTES)
+    }
+
+    fn add(&mut self, n: usize) {
+        if self.count == 0 {
+            self.segment = n;
+        } else if n < self.segment {
+            self.closed = true;
+        }
+        self.count += 1;
+        self.bytes += n;
+    }
+}
+
+/// Sends `data` from `s`'s socket to the bridge: one datagram, or with `segment` shorter
+/// than `data` a run of datagrams of that size (the last may be shorter) in one
+/// `UDP_SEGMENT` message. Should the kernel refuse segmentation, the datagrams go one by
+/// one. True when all were sent.
+pub(super) fn send_run(s: &Sender, data: &[u8], segment: usize) -> bool {
+    if segment >= data.len() || segment == 0 {
+        return s.socket.send_to(data, s.bridge).is_ok();
+    }
+    // struct cmsghdr { size_t len; int level; int type; } + a u16, CMSG_SPACE(2) bytes;
+    // the kernel copies it in, so no alignment is needed here.
+    let mut control = [0u8; 24];
+    let header = std::mem::size_of::<usize>() + 8;
+    control[..8].copy_from_slice(&(header + 2).to_ne_bytes());
+    control[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+    control[12..16].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
+    control[16..18].copy_from_slice(&(segment as u16).to_ne_bytes());
+    let addr = socket2::SockAddr::from(s.bridge);
+    let bufs = [std::io::IoSlice::new(data)];
+    let msg = socket2::MsgHdr::new()
+        .with_addr(&addr)
+        .with_buffers(&bufs)
+        .with_control(&control);
+    if socket2::SockRef::from(&s.socket).sendmsg(&msg, 0).is_ok() {
+        return true;
+    }
+    // Every datagram is tried, whatever became of the one before.
+    data.chunks(segment)
+        .filter(|d| s.socket.send_to(d, s.bridge).is_err())
+        .count()
+        == 0
+}
+
 impl SendTally {
-    fn count(&mut self, ssrc: u32, ok: bool, live: &Live) {
+    fn count(&mut self, ssrc: u32, ok: bool, live: &Live, packets: u64) {
         if ok {
-            *self.sent.entry(ssrc).or_default() += 1;
-            live.sent.fetch_add(1, Ordering::Relaxed);
+            *self.sent.entry(ssrc).or_default() += packets;
+            live.sent.fetch_add(packets, Ordering::Relaxed);
         } else {
-            self.failures += 1;
+            self.failures += packets;
         }
     }
 }
@@ -803,16 +906,11 @@ struct Packet {
     payload: usize,
 }
 
-fn transmit(
-    s: &mut Sender,
-    buf: &mut [u8],
-    p: &Packet,
-    epoch: Instant,
-    emit: &mut dyn FnMut(&Sender, &[u8]) -> bool,
-) -> bool {
+/// Builds packet `p` of `s` in `out` and protects it; its length, or None.
+fn protect(s: &mut Sender, out: &mut [u8], p: &Packet, epoch: Instant) -> Option<usize> {
     let sent_ns = epoch.elapsed().as_nanos() as u64;
     let len = traffic::write_packet(
-        buf,
+        out,
         p.pt,
         p.marker,
         p.ext_seq as u16,
@@ -823,10 +921,7 @@ fn transmit(
         p.ext_seq,
         p.payload,
     );
-    let Ok(n) = s.outbound.protect_rtp(buf, len) else {
-        return false;
-    };
-    emit(s, &buf[..n])
+    s.outbound.protect_rtp(out, len).ok()
 }
 
 /// Counts one received datagram. The stream is the sender's SSRC (through `map` when
@@ -895,5 +990,29 @@ pub(super) fn on_packet(
         }
         sh.seconds[second].received += 1;
         let _ = sh.seconds[second].latency.record(us);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_takes_equal_packets_and_one_shorter_last() {
+        let mut run = Run::default();
+        for n in [1300, 1300, 1300] {
+            assert!(run.fits(n));
+            run.add(n);
+        }
+        assert!(!run.fits(1400), "a longer packet starts a new run");
+        assert!(run.fits(200));
+        run.add(200);
+        assert!(!run.fits(200), "nothing after the shorter last packet");
+        assert_eq!((run.count, run.bytes, run.segment), (4, 4100, 1300));
+        let mut full = Run::default();
+        for _ in 0..RUN_PACKETS {
+            full.add(100);
+        }
+        assert!(!full.fits(100), "at most RUN_PACKETS packets");
     }
 }

@@ -74,7 +74,8 @@ fn run(
     use viaduct_bridge::io::xdp;
 
     use super::engine::{
-        histogram, next_due, on_packet, send_due, ReceiverResult, SendTally, Sender, Shared, GRACE,
+        histogram, next_due, on_packet, send_due, ReceiverResult, SendBuf, SendTally, Sender,
+        Shared, GRACE,
     };
 
     let (ip, ports) = ports_of(&group)?;
@@ -116,7 +117,7 @@ fn run(
     let no_map = HashMap::new();
     let mut tally = SendTally::default();
     let mut unmatched = 0u64;
-    let mut buf = vec![0u8; 2048];
+    let mut buf = SendBuf::default();
     let receive_until = send_until + GRACE;
     loop {
         let now = Instant::now();
@@ -132,7 +133,12 @@ fn run(
                 &mut buf,
                 &mut tally,
                 live,
-                &mut |s, d| xsk.push(s.port, s.bridge, d),
+                &mut |s, d, seg| {
+                    d.chunks(seg.max(1))
+                        .filter(|p| !xsk.push(s.port, s.bridge, p))
+                        .count()
+                        == 0
+                },
             );
             xsk.flush();
         }
