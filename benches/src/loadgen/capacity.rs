@@ -49,27 +49,11 @@ pub fn search(
         let mut r = trial(n)?;
         let mut pass = passes(&r, &b);
         if !pass && r.loss_ratio < b.loss && trials.len() + 1 < b.max_trials {
-            trials.push(Trial {
-                participants: n * participants_per_conference,
-                conferences: n,
-                loss_ratio: r.loss_ratio,
-                p99_ms: r.latency_ms.p99,
-                forwarded_pps: r.forwarded_pps,
-                steal_ratio: r.machine_steal_ratio,
-                pass,
-            });
+            trials.push(trial_of(&r, n, participants_per_conference, pass));
             r = trial(n)?;
             pass = passes(&r, &b);
         }
-        trials.push(Trial {
-            participants: n * participants_per_conference,
-            conferences: n,
-            loss_ratio: r.loss_ratio,
-            p99_ms: r.latency_ms.p99,
-            forwarded_pps: r.forwarded_pps,
-            steal_ratio: r.machine_steal_ratio,
-            pass,
-        });
+        trials.push(trial_of(&r, n, participants_per_conference, pass));
         if pass {
             lo = n;
             best = Some(r.clone());
@@ -102,6 +86,19 @@ pub fn search(
         trials,
     };
     Ok((capacity, chosen))
+}
+
+/// The record of one trial of `conferences` conferences.
+fn trial_of(r: &Report, conferences: usize, per_conference: usize, pass: bool) -> Trial {
+    Trial {
+        participants: conferences * per_conference,
+        conferences,
+        loss_ratio: r.loss_ratio,
+        p99_ms: r.latency_ms.p99,
+        forwarded_pps: r.forwarded_pps,
+        steal_ratio: r.machine_steal_ratio,
+        pass,
+    }
 }
 
 #[cfg(test)]

@@ -220,12 +220,10 @@ impl MmsgBackend {
     ) -> io::Result<(usize, usize, bool)> {
         // The arrays first, then msghdrs pointing at them, so no pointer outlives a write.
         let (end, count) = self.tx.fill(&self.plan, tx, first, self.v6);
-        let mut counts = [0u16; TX_CHUNK]; // datagrams per message in the vector
         let mut at = 0;
         for (j, h) in self.tx_hdrs[..count].iter_mut().enumerate() {
             self.tx.point(j, at, &mut h.msg_hdr);
             h.msg_len = 0;
-            counts[j] = self.tx.count(j) as u16;
             at += self.tx.count(j);
         }
 
@@ -235,14 +233,11 @@ impl MmsgBackend {
         while off < count {
             match self.sendmmsg(off, count)? {
                 SendOutcome::Sent(n) => {
-                    sent += counts[off..off + n]
-                        .iter()
-                        .map(|&c| usize::from(c))
-                        .sum::<usize>();
+                    sent += (off..off + n).map(|j| self.tx.count(j)).sum::<usize>();
                     off += n;
                 }
                 SendOutcome::Refused(errno) => {
-                    if counts[off] > 1 && [libc::EIO, libc::EINVAL].contains(&errno) {
+                    if self.tx.count(off) > 1 && [libc::EIO, libc::EINVAL].contains(&errno) {
                         // The route's device cannot take segmented sends after all.
                         tracing::warn!(
                             errno,
