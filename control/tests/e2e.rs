@@ -96,7 +96,12 @@ fn colibri2_call_with_stats_metrics_and_records() {
         assert_eq!(exchange(&mut call, seq, 10), vec![10, 10]);
         seq += 10;
         let s = stack.stats();
-        if s["bit_rate_download"].as_f64().unwrap() > 0.0 && s["endpoints_sending_audio"] == 2 {
+        // A sample may land between the first exchange's packets: wait for one that
+        // counts all of them, not only for the first that moved.
+        if s["bit_rate_download"].as_f64().unwrap() > 0.0
+            && s["endpoints_sending_audio"] == 2
+            && s["total_packets_received"].as_u64().unwrap() >= 100
+        {
             break s;
         }
         assert!(Instant::now() < deadline, "stats never moved: {s}");
