@@ -29,8 +29,15 @@ pub(super) const GRACE: Duration = Duration::from_millis(500);
 /// The first packets of every stream are always decrypted and checked.
 const ALWAYS_CHECK_FIRST: u64 = 8;
 
-/// How long a receiving thread sleeps after a pass over its sockets found nothing.
-const IDLE_POLL: Duration = Duration::from_micros(200);
+/// Shortest turn of a receiving thread; each turn drains one slice of its sockets in
+/// rotation, so every socket is drained once per [`DRAIN_EVERY`] turns (2 ms) and the
+/// work is spread evenly. Polled back to back, most `recvmmsg` calls found a socket empty
+/// (1.0M calls in 3 s for 252k datagrams/s at 140 participants); now a few datagrams
+/// gather per socket, and the kernel's arrival stamps keep the wait out of the latency.
+const TURN: Duration = Duration::from_micros(250);
+
+/// Turns between two drains of the same socket.
+const DRAIN_EVERY: usize = 8;
 
 /// Largest latency recorded, microseconds (60 s).
 const MAX_LATENCY_US: u64 = 60_000_000;
@@ -523,8 +530,8 @@ struct Receiving {
 }
 
 /// Runs `group` with the peers' kernel sockets: a sending thread, and this thread draining
-/// every receive socket in turn with non-blocking `recvmmsg`, sleeping [`IDLE_POLL`] when
-/// a whole pass finds nothing. The sockets are never registered with epoll: a waiting
+/// its receive sockets with non-blocking `recvmmsg`, a slice per [`TURN`] (sooner when a
+/// socket had more than a batch waiting). The sockets are never registered with epoll: a waiting
 /// socket costs every datagram delivered to it a wake-up callback, which loopback and veth
 /// run on the *sending* core, so the bridge's core would pay for the load generator's
 /// readiness events (as much as a tenth of its profile). Arrival times come from the
@@ -611,9 +618,17 @@ fn worker(
         })?;
     let mut batch = Box::<super::rx_time::RxBatch>::default();
     let until = send_until + GRACE;
-    while Instant::now() < until {
-        let mut got = 0;
-        for r in &mut receiving {
+    let slice = receiving.len().div_ceil(DRAIN_EVERY);
+    let mut turn = 0usize;
+    loop {
+        let turn_start = Instant::now();
+        if turn_start >= until {
+            break;
+        }
+        let mut backlog = false;
+        let first = turn % DRAIN_EVERY * slice;
+        turn += 1;
+        for r in receiving.iter_mut().skip(first).take(slice) {
             // Drain what is there, a recvmmsg batch at a time.
             while let Ok(n) = batch.recv(&r.socket) {
                 for i in 0..n {
@@ -636,14 +651,16 @@ fn worker(
                         );
                     }
                 }
-                got += n;
                 if n < super::rx_time::BATCH {
                     break;
                 }
+                backlog = true;
             }
         }
-        if got == 0 {
-            std::thread::sleep(IDLE_POLL);
+        let next = turn_start + TURN;
+        let now = Instant::now();
+        if !backlog && next > now {
+            std::thread::sleep(next - now);
         }
     }
     let mut results: Vec<ReceiverResult> = Vec::new();
