@@ -14,6 +14,8 @@
 
 #![allow(unsafe_code)] // the kernel's side: a control message and a socket option
 
+use std::net::SocketAddr;
+
 use super::TxBatch;
 
 /// Most datagrams in one message (the kernel allows 64 since 4.18, 128 since 6.2).
@@ -44,6 +46,10 @@ pub struct Message {
 pub struct Plan {
     order: Vec<u16>,
     messages: Vec<Message>,
+    /// Sort keys when every destination is IPv4: address, port and batch index packed in
+    /// one u64, so grouping is an integer sort (a SocketAddr comparison per step cost
+    /// 3.7% of the bridge's profile at 150 participants).
+    keys: Vec<u64>,
 }
 
 impl Plan {
@@ -52,6 +58,7 @@ impl Plan {
         Self {
             order: Vec::with_capacity(capacity),
             messages: Vec::with_capacity(capacity),
+            keys: Vec::with_capacity(capacity),
         }
     }
 
@@ -70,11 +77,25 @@ impl Plan {
             }));
             return;
         }
-        // Unstable sort made stable by the index: no allocation.
-        self.order.sort_unstable_by(|&a, &b| {
-            let (da, db) = (tx.get(usize::from(a)).1, tx.get(usize::from(b)).1);
-            da.cmp(&db).then(a.cmp(&b))
-        });
+        // Unstable sorts made stable by the index: no allocation.
+        self.keys.clear();
+        self.keys.extend((0..n).map_while(|i| match tx.get(i).1 {
+            SocketAddr::V4(a) => {
+                Some(u64::from(a.ip().to_bits()) << 32 | u64::from(a.port()) << 16 | i as u64)
+            }
+            SocketAddr::V6(_) => None,
+        }));
+        if self.keys.len() == n {
+            self.keys.sort_unstable();
+            for (o, k) in self.order.iter_mut().zip(&self.keys) {
+                *o = *k as u16;
+            }
+        } else {
+            self.order.sort_unstable_by(|&a, &b| {
+                let (da, db) = (tx.get(usize::from(a)).1, tx.get(usize::from(b)).1);
+                da.cmp(&db).then(a.cmp(&b))
+            });
+        }
         let mut i = 0;
         while i < n {
             let (first, dst) = tx.get(usize::from(self.order[i]));
@@ -330,6 +351,39 @@ mod tests {
             .filter(|&i| tx.get(usize::from(i)).1.to_string() == A)
             .collect();
         assert_eq!(a, vec![0, 2, 4, 6]);
+    }
+
+    #[test]
+    fn an_ipv6_destination_groups_like_ipv4_ones() {
+        // All IPv4 takes the packed-key sort; one IPv6 destination the general one. The
+        // IPv4 destinations' runs come out the same either way.
+        const C: &str = "[::1]:3000";
+        let four = [(1200, B), (1200, A), (900, B), (1200, A), (1200, B)];
+        let mut mixed = four.to_vec();
+        mixed.insert(2, (1200, C));
+        mixed.push((500, C));
+        let (tx4, tx6) = (batch(&four), batch(&mixed));
+        let mut plan = Plan::with_capacity(8);
+        plan.build(&tx4, true);
+        let v4 = shape(&plan, &tx4);
+        assert_eq!(
+            v4,
+            vec![
+                (A.to_owned(), vec![1200, 1200]),
+                (B.to_owned(), vec![1200, 900]),
+                (B.to_owned(), vec![1200]),
+            ]
+        );
+        plan.build(&tx6, true);
+        let all = shape(&plan, &tx6);
+        assert_eq!(
+            all.iter()
+                .filter(|(d, _)| d != C)
+                .cloned()
+                .collect::<Vec<_>>(),
+            v4
+        );
+        assert!(all.contains(&(C.to_owned(), vec![1200, 500])));
     }
 
     #[test]
