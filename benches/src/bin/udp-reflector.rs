@@ -22,15 +22,15 @@
 //! participant's audio and video streams as plain RTP-shaped datagrams (12-byte header,
 //! version 2, SSRC = `conference << 16 | participant << 4 | stream`, the send time in the
 //! payload; `--*-bytes` is the whole datagram) paced evenly with staggered phases, while
-//! draining every socket with non-blocking `recvmmsg` every 2 ms (with `--gro true`
-//! the sockets take the reflector's segmented runs whole, as `viaduct-loadgen --gro`'s
-//! do; anything shorter than 20 bytes is counted as foreign). A warm-up
-//! datagram per participant lets the reflector learn the membership before the measured
-//! window. It prints one JSON line: sent, send failures, received, expected
-//! (sent × (P−1)), loss ratio, forwarded (received) pps, one-way latency percentiles
-//! (to the kernel's arrival stamps, so the polling delay is not counted), its own CPU
-//! seconds and, with
-//! `--reflector-pid`, the reflector's CPU seconds over the window from /proc/PID/stat.
+//! draining each socket with non-blocking `recvmmsg` every 2 ms, an eighth of them per
+//! turn (with `--gro true` the sockets take the reflector's segmented runs whole, as
+//! `viaduct-loadgen --gro`'s do; anything shorter than 20 bytes is counted as foreign).
+//! A warm-up datagram per participant lets the reflector learn the membership before the
+//! measured window. It prints one JSON line: sent, send failures, received, expected
+//! (sent × (P−1)), loss ratio, forwarded (received) pps, one-way latency percentiles (to
+//! the kernel's arrival stamps, so the polling delay is not counted), its own CPU seconds
+//! and, with `--reflector-pid`, the reflector's CPU seconds over the window from
+//! /proc/PID/stat.
 //!
 //! Loopback only (or the project's own test namespaces with `--local`); every loop is
 //! bounded in time and count.
