@@ -531,11 +531,11 @@ struct Receiving {
 
 /// Runs `group` with the peers' kernel sockets: a sending thread, and this thread draining
 /// its receive sockets with non-blocking `recvmmsg`, a slice per [`TURN`] (sooner when a
-/// socket had more than a batch waiting). The sockets are never registered with epoll: a waiting
-/// socket costs every datagram delivered to it a wake-up callback, which loopback and veth
-/// run on the *sending* core, so the bridge's core would pay for the load generator's
-/// readiness events (as much as a tenth of its profile). Arrival times come from the
-/// kernel's stamps, so the polling delay is not counted as latency.
+/// socket had more than a batch waiting). The sockets are never registered with epoll: a
+/// waiting socket costs every datagram delivered to it a wake-up callback, which loopback
+/// and veth run on the *sending* core, so the bridge's core would pay for the load
+/// generator's readiness events (as much as a tenth of its profile). Arrival times come
+/// from the kernel's stamps, so the polling delay is not counted as latency.
 #[allow(clippy::too_many_arguments)]
 fn worker(
     group: Vec<Participant>,
