@@ -198,12 +198,15 @@ pub(crate) struct SendArrays {
     names: Box<[super::RawAddr]>,
     ctrl: Box<[SegmentCmsg]>,
     counts: Box<[u16]>,
+    /// Where each message's iovecs start in `iovs`.
+    starts: Box<[u16]>,
     iovs: Box<[libc::iovec]>,
 }
 
 impl SendArrays {
     /// Room for `messages` messages holding `datagrams` datagrams in all.
     pub(crate) fn new(messages: usize, datagrams: usize) -> Self {
+        assert!(datagrams <= usize::from(u16::MAX), "iovec offsets are u16");
         let empty = libc::iovec {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
@@ -212,6 +215,7 @@ impl SendArrays {
             names: vec![super::RawAddr::EMPTY; messages].into_boxed_slice(),
             ctrl: vec![SegmentCmsg::new(0); messages].into_boxed_slice(),
             counts: vec![0; messages].into_boxed_slice(),
+            starts: vec![0; messages].into_boxed_slice(),
             iovs: vec![empty; datagrams].into_boxed_slice(),
         }
     }
@@ -251,6 +255,7 @@ impl SendArrays {
             self.names[count] = raw;
             self.ctrl[count].size = m.segment as u16;
             self.counts[count] = m.count as u16;
+            self.starts[count] = used as u16;
             used += m.count;
             count += 1;
         }
@@ -262,10 +267,10 @@ impl SendArrays {
         usize::from(self.counts[j])
     }
 
-    /// Point `h` at filled message `j`, whose iovecs start at `at` (the counts of the
-    /// messages before it). The pointers stay valid while `self` and the batch the
-    /// arrays were filled from are neither moved nor written.
-    pub(crate) fn point(&mut self, j: usize, at: usize, h: &mut libc::msghdr) {
+    /// Point `h` at filled message `j`. The pointers stay valid while `self` and the
+    /// batch the arrays were filled from are neither moved nor written.
+    pub(crate) fn point(&mut self, j: usize, h: &mut libc::msghdr) {
+        let at = usize::from(self.starts[j]);
         let (name, namelen) = self.names[j].as_name();
         h.msg_name = name.cast_mut();
         h.msg_namelen = namelen;
@@ -285,7 +290,6 @@ impl SendArrays {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
 
     fn batch(items: &[(usize, &str)]) -> TxBatch {
         let mut tx = TxBatch::new(items.len());

@@ -220,11 +220,9 @@ impl MmsgBackend {
     ) -> io::Result<(usize, usize, bool)> {
         // The arrays first, then msghdrs pointing at them, so no pointer outlives a write.
         let (end, count) = self.tx.fill(&self.plan, tx, first, self.v6);
-        let mut at = 0;
         for (j, h) in self.tx_hdrs[..count].iter_mut().enumerate() {
-            self.tx.point(j, at, &mut h.msg_hdr);
+            self.tx.point(j, &mut h.msg_hdr);
             h.msg_len = 0;
-            at += self.tx.count(j);
         }
 
         let mut off = 0;

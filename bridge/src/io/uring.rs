@@ -527,10 +527,8 @@ impl UringBackend {
     ) -> io::Result<(usize, usize)> {
         // The arrays first, then msghdrs pointing at them, so no pointer outlives a write.
         let (next, mut count) = self.tx.fill(&self.plan, tx, first, self.v6);
-        let mut at = 0;
         for (j, h) in self.tx_hdrs[..count].iter_mut().enumerate() {
-            self.tx.point(j, at, h);
-            at += self.tx.count(j);
+            self.tx.point(j, h);
         }
         if count == 0 {
             return Ok((next, 0));
