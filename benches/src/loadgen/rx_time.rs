@@ -7,10 +7,7 @@
 //! delivery; [`RxBatch::segment`] says where to cut it.
 #![allow(unsafe_code)]
 
-use std::mem::MaybeUninit;
 use std::os::fd::AsRawFd;
-
-use socket2::{MaybeUninitSlice, MsgHdrMut, SockRef};
 
 /// Control-message room for a `struct timespec` timestamp and a `UDP_GRO` segment size.
 const CONTROL_LEN: usize = 64;
@@ -23,95 +20,29 @@ pub const MAX_MESSAGE: usize = 65_536;
 /// this also spares the *sender's* core the segmentation at delivery, as a NIC with UDP
 /// segmentation offload would on the wire.
 pub fn enable_gro(socket: &impl AsRawFd) -> bool {
-    let on: libc::c_int = 1;
-    // SAFETY: as in `enable`.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_GRO,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    rc == 0
+    set_flag(socket, libc::SOL_UDP, libc::UDP_GRO)
 }
 
 /// Asks the kernel to stamp every datagram `socket` receives (best effort).
 pub fn enable(socket: &impl AsRawFd) -> bool {
+    set_flag(socket, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+/// Sets the int socket option `level`/`name` to 1; true when the kernel took it.
+fn set_flag(socket: &impl AsRawFd, level: libc::c_int, name: libc::c_int) -> bool {
     let on: libc::c_int = 1;
     // SAFETY: `on` outlives the call and its size is passed; the fd is open (borrowed
     // from a live socket).
     let rc = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
+            level,
+            name,
             (&on as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     rc == 0
-}
-
-/// A receive buffer and its control buffer, allocated once per peer.
-pub struct RxBuf {
-    data: Vec<MaybeUninit<u8>>,
-    control: Vec<MaybeUninit<u8>>,
-}
-
-impl Default for RxBuf {
-    fn default() -> Self {
-        Self {
-            data: vec![MaybeUninit::new(0); 2048],
-            control: vec![MaybeUninit::new(0); CONTROL_LEN],
-        }
-    }
-}
-
-impl RxBuf {
-    /// One non-blocking `recvmsg`: the datagram (as a mutable slice of the buffer) and
-    /// its arrival time in nanoseconds since the Unix epoch, if the kernel stamped it.
-    pub fn recv<'a>(
-        &'a mut self,
-        socket: SockRef<'_>,
-    ) -> std::io::Result<(&'a mut [u8], Option<u64>)> {
-        let (n, control_len) = {
-            let mut bufs = [MaybeUninitSlice::new(&mut self.data)];
-            let mut msg = MsgHdrMut::new()
-                .with_buffers(&mut bufs)
-                .with_control(&mut self.control);
-            let n = socket.recvmsg(&mut msg, libc::MSG_DONTWAIT)?;
-            (n, msg.control_len())
-        };
-        // SAFETY: every element of both buffers was initialised (`MaybeUninit::new(0)`)
-        // when they were allocated and the kernel only ever writes bytes into them, so
-        // viewing them as `u8` is sound.
-        let data: &mut [u8] =
-            unsafe { &mut *(self.data.as_mut_slice() as *mut [MaybeUninit<u8>] as *mut [u8]) };
-        // SAFETY: as above.
-        let control: &[u8] =
-            unsafe { &*(self.control.as_slice() as *const [MaybeUninit<u8>] as *const [u8]) };
-        let stamp = timestamp(&control[..control_len.min(control.len())]);
-        Ok((&mut data[..n.min(2048)], stamp))
-    }
-}
-
-impl RxBuf {
-    /// The first `n` bytes of the data buffer (what the last [`RxBuf::recv`] wrote).
-    pub fn data_mut(&mut self, n: usize) -> &mut [u8] {
-        let n = n.min(self.data.len());
-        // SAFETY: every element was initialised at allocation (`MaybeUninit::new(0)`)
-        // and the kernel only writes bytes, so viewing them as `u8` is sound.
-        let data: &mut [u8] =
-            unsafe { &mut *(self.data.as_mut_slice() as *mut [MaybeUninit<u8>] as *mut [u8]) };
-        &mut data[..n]
-    }
-}
-
-/// The SCM_TIMESTAMPNS `timespec` in a control buffer, as nanoseconds.
-fn timestamp(control: &[u8]) -> Option<u64> {
-    parse_control(control).0
 }
 
 /// From a control buffer: the SCM_TIMESTAMPNS stamp (ns) and the UDP_GRO segment size.
@@ -153,38 +84,11 @@ fn next_cmsg(control: &[u8]) -> Option<(usize, i32, i32, &[u8])> {
     Some((len, level, typ, &control[HDR..len]))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn arrival_is_stamped() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        assert!(enable(&b));
-        let before = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
-        a.send_to(b"hello", b.local_addr().unwrap()).unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let mut rx = RxBuf::default();
-        let (data, stamp) = rx.recv(SockRef::from(&b)).unwrap();
-        assert_eq!(data, b"hello");
-        let stamp = stamp.expect("kernel timestamp");
-        assert!(stamp >= before && stamp < before + 1_000_000_000);
-        assert!(
-            rx.recv(SockRef::from(&b)).is_err(),
-            "non-blocking when empty"
-        );
-    }
-}
-
 /// Datagrams one [`RxBatch::recv`] call takes at most.
 pub const BATCH: usize = 32;
 
-/// Receive buffers for `recvmmsg`: [`BATCH`] datagrams with their arrival stamps per
-/// system call, allocated once per peer.
+/// Receive buffers for `recvmmsg`: [`BATCH`] messages with their arrival stamps per
+/// system call, allocated once per receiving thread.
 pub struct RxBatch {
     /// BATCH slots of MAX_MESSAGE bytes.
     data: Vec<u8>,
@@ -289,6 +193,10 @@ mod batch_tests {
         let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         assert!(enable(&b));
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
         for i in 0..40u8 {
             a.send_to(&[i; 100], b.local_addr().unwrap()).unwrap();
         }
@@ -300,7 +208,8 @@ mod batch_tests {
             for i in 0..n {
                 let (d, stamp) = rx.get(i);
                 assert_eq!(d.len(), 100);
-                assert!(stamp.is_some());
+                let stamp = stamp.expect("kernel timestamp");
+                assert!(stamp >= before && stamp < before + 1_000_000_000);
                 seen.push(d[0]);
             }
         }
