@@ -29,6 +29,9 @@ pub(super) const GRACE: Duration = Duration::from_millis(500);
 /// The first packets of every stream are always decrypted and checked.
 const ALWAYS_CHECK_FIRST: u64 = 8;
 
+/// Audio packet interval (Opus 20 ms frames).
+const AUDIO_PERIOD: Duration = Duration::from_millis(20);
+
 /// Shortest turn of a receiving thread; each turn drains one slice of its sockets in
 /// rotation, so every socket is drained once per [`DRAIN_EVERY`] turns (2 ms) and the
 /// work is spread evenly. Polled back to back, most `recvmmsg` calls found a socket empty
@@ -372,9 +375,12 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
     } else {
         s.cores.clone()
     };
-    let mut groups: Vec<Vec<Participant>> = (0..cores.len()).map(|_| Vec::new()).collect();
+    // Each participant with its place among all of them, which spreads its streams'
+    // phases (see `Sender::new`) evenly across the workers too.
+    let total = participants.len().max(1);
+    let mut groups: Vec<Vec<(f64, Participant)>> = (0..cores.len()).map(|_| Vec::new()).collect();
     for (i, p) in participants.into_iter().enumerate() {
-        groups[i % cores.len()].push(p);
+        groups[i % cores.len()].push((i as f64 / total as f64, p));
     }
     let live = Arc::new(Live::default());
     let epoch = Instant::now();
@@ -492,8 +498,10 @@ pub(super) struct Sender {
 }
 
 impl Sender {
-    /// Peer `k` of `n` on one thread: phases spread over one audio period so sends do
-    /// not come in bursts.
+    /// A sender whose streams start at `spread` (0 ≤ spread < 1, its place among all the
+    /// run's senders) of their own periods: audio of [`AUDIO_PERIOD`], video of one frame
+    /// interval. So the run's audio packets and frames arrive evenly spread, as
+    /// independent clients' would, instead of clustering in part of a frame interval.
     pub(super) fn new(
         index: u32,
         socket: std::net::UdpSocket,
@@ -501,9 +509,10 @@ impl Sender {
         outbound: Context,
         plan: Plan,
         epoch: Instant,
-        (k, n): (usize, usize),
+        spread: f64,
     ) -> Self {
-        let phase = Duration::from_micros((20_000 * k / n.max(1)) as u64);
+        let spread = spread.clamp(0.0, 1.0);
+        let frame_period = Duration::from_secs(1) / plan.fps.max(1);
         Self {
             index,
             port: socket.local_addr().map_or(0, |a| a.port()),
@@ -511,8 +520,8 @@ impl Sender {
             bridge,
             outbound,
             plan,
-            next_audio: epoch + phase,
-            next_frame: epoch + phase,
+            next_audio: epoch + AUDIO_PERIOD.mul_f64(spread),
+            next_frame: epoch + frame_period.mul_f64(spread),
             seq: [0; 4],
         }
     }
@@ -538,7 +547,7 @@ struct Receiving {
 /// from the kernel's stamps, so the polling delay is not counted as latency.
 #[allow(clippy::too_many_arguments)]
 fn worker(
-    group: Vec<Participant>,
+    group: Vec<(f64, Participant)>,
     core: Option<usize>,
     epoch: Instant,
     epoch_unix_ns: u64,
@@ -554,8 +563,7 @@ fn worker(
     let mut senders = Vec::new();
     let mut receiving = Vec::new();
     let mut sessions = Vec::new();
-    let n = group.len();
-    for (k, p) in group.into_iter().enumerate() {
+    for (spread, p) in group {
         let PeerParts {
             socket,
             bridge,
@@ -573,7 +581,7 @@ fn worker(
             outbound,
             p.plan,
             epoch,
-            (k, n),
+            spread,
         ));
         let mut listen = |socket, inbound, map| -> Result<()> {
             let socket = receive_socket(socket, gro)?;
@@ -748,7 +756,6 @@ pub(super) fn send_due(
     emit: &mut dyn FnMut(&Sender, &[u8], usize) -> bool,
 ) {
     for s in senders.iter_mut() {
-        let audio_period = Duration::from_millis(20);
         while s.next_audio <= now {
             let level = if s.plan.speaker { 0x80 | 20 } else { 127 };
             let seq = s.seq[0];
@@ -768,7 +775,7 @@ pub(super) fn send_due(
                 None => false,
             };
             tally.count(ssrc, ok, live, 1);
-            s.next_audio += audio_period;
+            s.next_audio += AUDIO_PERIOD;
         }
         let frame_period = Duration::from_secs(1) / s.plan.fps;
         while !s.plan.video_layers.is_empty() && s.next_frame <= now {

@@ -16,7 +16,7 @@ use super::engine::{Live, Participant, WorkerResult};
 
 /// Runs `group` for the scenario on AF_XDP (see the module doc) on the calling thread.
 pub(super) fn worker(
-    group: Vec<Participant>,
+    group: Vec<(f64, Participant)>,
     config: &XdpConfig,
     epoch: Instant,
     send_until: Instant,
@@ -36,10 +36,12 @@ pub(super) fn worker(
 
 /// The peers' common address and the range of their ports.
 #[cfg(feature = "xdp")]
-fn ports_of(group: &[Participant]) -> Result<(std::net::IpAddr, std::ops::RangeInclusive<u16>)> {
+fn ports_of(
+    group: &[(f64, Participant)],
+) -> Result<(std::net::IpAddr, std::ops::RangeInclusive<u16>)> {
     let mut ip = None;
     let (mut lo, mut hi) = (u16::MAX, 0u16);
-    for p in group {
+    for (_, p) in group {
         let a = p.parts.socket.local_addr()?;
         if *ip.get_or_insert(a.ip()) != a.ip() {
             bail!("AF_XDP media needs every peer on one address");
@@ -58,7 +60,7 @@ fn ports_of(group: &[Participant]) -> Result<(std::net::IpAddr, std::ops::RangeI
 
 #[cfg(feature = "xdp")]
 fn run(
-    group: Vec<Participant>,
+    group: Vec<(f64, Participant)>,
     config: &XdpConfig,
     epoch: Instant,
     send_until: Instant,
@@ -88,8 +90,7 @@ fn run(
     let mut by_port = vec![u32::MAX; usize::from(ports.end() - first) + 1];
     let mut senders = Vec::with_capacity(group.len());
     let mut receivers = Vec::with_capacity(group.len());
-    let n = group.len();
-    for (k, p) in group.into_iter().enumerate() {
+    for (spread, p) in group {
         let port = p.parts.socket.local_addr()?.port();
         by_port[usize::from(port - first)] = receivers.len() as u32;
         receivers.push((
@@ -107,7 +108,7 @@ fn run(
             p.parts.outbound,
             p.plan,
             epoch,
-            (k, n),
+            spread,
         ));
     }
     let shared = Rc::new(RefCell::new(Shared {
