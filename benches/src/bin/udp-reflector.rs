@@ -17,11 +17,13 @@
 //!
 //! `udp-reflector load --target 127.0.0.1:PORT --conferences C --participants P
 //! [--audio-pps 50] [--audio-bytes 120] [--video-pps 150] [--video-bytes 1200]
-//! [--seconds 5] [--core N] [--reflector-pid PID] [--local ADDR] [--gro true|false]` opens C×P std UDP
+//! [--video-fps 30] [--seconds 5] [--core N] [--reflector-pid PID] [--local ADDR] [--gro true|false]` opens C×P std UDP
 //! sockets on 127.0.0.1 (or ADDR, which then allows a non-loopback target), one per participant, and from one thread (pinned to core N) sends each
 //! participant's audio and video streams as plain RTP-shaped datagrams (12-byte header,
 //! version 2, SSRC = `conference << 16 | participant << 4 | stream`, the send time in the
-//! payload; `--*-bytes` is the whole datagram) paced evenly with staggered phases, while
+//! payload; `--*-bytes` is the whole datagram) paced evenly with phases staggered over
+//! each stream's interval; video goes out as frames (`--video-fps`, 0 for packet by
+//! packet), each frame's packets in one segmented send as `viaduct-loadgen` sends them, while
 //! draining each socket with non-blocking `recvmmsg` every 2 ms, an eighth of them per
 //! turn (with `--gro true` the sockets take the reflector's segmented runs whole, as
 //! `viaduct-loadgen --gro`'s do; anything shorter than 20 bytes is counted as foreign).
@@ -44,13 +46,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use viaduct_benches::loadgen::rx_time;
+use viaduct_benches::loadgen::{rx_time, traffic};
 use viaduct_bridge::io::{self, IoChoice, TxBatch, MAX_DATAGRAM};
 
 /// Send slots per loop turn, as the bridge's worker has.
 const TX_SLOTS: usize = viaduct_bridge::worker::TX_SLOTS;
 /// Longest wait for datagrams when nothing is queued, as the bridge's worker has.
 const TICK: Duration = viaduct_bridge::worker::TICK;
+/// Most packets in a video frame (one segmented send).
+const MAX_FRAME_PACKETS: usize = 64;
+/// Most bytes in a video frame (one segmented send stays under 64 KiB).
+const MAX_FRAME_BYTES: usize = 60_000;
 /// Upper bound of any run, in seconds.
 const MAX_SECONDS: u64 = 3600;
 /// Most participants the load side opens sockets for.
@@ -82,7 +88,7 @@ fn main() -> Result<()> {
         _ => bail!(
             "usage: udp-reflector serve --bind ADDR --io-backend mmsg|uring [--core N] [--seconds S]\n\
              \x20      udp-reflector load --target ADDR --conferences C --participants P [--audio-pps 50] \
-             [--audio-bytes 120] [--video-pps 150] [--video-bytes 1200] [--seconds S] [--core N] [--reflector-pid PID]"
+             [--audio-bytes 120] [--video-pps 150] [--video-bytes 1200] [--video-fps 30] [--seconds S] [--core N] [--reflector-pid PID]"
         ),
     }
 }
@@ -359,6 +365,8 @@ struct Stream {
     ssrc: u32,
     payload_type: u8,
     bytes: usize,
+    /// Datagrams per send: a video frame's packets, or 1.
+    per_send: usize,
     interval: Duration,
     /// Offset from the window's start of the next send.
     next: Duration,
@@ -436,6 +444,7 @@ fn load(flags: &Flags) -> Result<()> {
         "audio-bytes",
         "video-pps",
         "video-bytes",
+        "video-fps",
         "seconds",
         "core",
         "reflector-pid",
@@ -449,6 +458,7 @@ fn load(flags: &Flags) -> Result<()> {
     let audio_bytes: usize = flags.get("audio-bytes", 120)?;
     let video_pps: f64 = flags.get("video-pps", 150.0)?;
     let video_bytes: usize = flags.get("video-bytes", 1200)?;
+    let video_fps: f64 = flags.get("video-fps", 30.0)?;
     let seconds: f64 = flags.get("seconds", 5.0)?;
     let core: Option<usize> = flags.str("core").map(str::parse).transpose()?;
     let reflector_pid = flags.str("reflector-pid");
@@ -475,6 +485,21 @@ fn load(flags: &Flags) -> Result<()> {
             bail!("--{name}-pps must be 0..=100000 and --{name}-bytes 20..={MAX_DATAGRAM}");
         }
     }
+    // Packets per video frame, all sent in one segmented send.
+    let frame_packets = if video_fps > 0.0 && video_pps > 0.0 {
+        (video_pps / video_fps).round().max(1.0) as usize
+    } else {
+        1
+    };
+    if !(0.0..=1000.0).contains(&video_fps)
+        || frame_packets > MAX_FRAME_PACKETS
+        || frame_packets * video_bytes > MAX_FRAME_BYTES
+    {
+        bail!(
+            "--video-fps must be 0..=1000, with at most {MAX_FRAME_PACKETS} packets and \
+             {MAX_FRAME_BYTES} bytes a frame (--video-pps / --video-fps packets of --video-bytes)"
+        );
+    }
     pin(core)?;
 
     // One socket per participant: large buffers, non-blocking, each on its own port.
@@ -493,9 +518,9 @@ fn load(flags: &Flags) -> Result<()> {
         for p in 0..participants {
             let socket = conf * participants + p;
             let ssrc_base = ((conf as u32) << 16) | ((p as u32 & 0xfff) << 4);
-            for (stream, pt, pps, bytes) in [
-                (0u32, 111u8, audio_pps, audio_bytes),
-                (1, 96, video_pps, video_bytes),
+            for (stream, pt, pps, bytes, per_send) in [
+                (0u32, 111u8, audio_pps, audio_bytes, 1),
+                (1, 96, video_pps, video_bytes, frame_packets),
             ] {
                 if pps > 0.0 {
                     streams.push(Stream {
@@ -503,7 +528,8 @@ fn load(flags: &Flags) -> Result<()> {
                         ssrc: ssrc_base | stream,
                         payload_type: pt,
                         bytes,
-                        interval: Duration::from_secs_f64(1.0 / pps),
+                        per_send,
+                        interval: Duration::from_secs_f64(per_send as f64 / pps),
                         next: Duration::ZERO,
                         seq: 0,
                     });
@@ -517,7 +543,7 @@ fn load(flags: &Flags) -> Result<()> {
         s.next = s.interval.mul_f64(i as f64 / n_streams as f64);
     }
 
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut buf = vec![0u8; MAX_FRAME_BYTES.max(MAX_DATAGRAM)];
     let mut rx = vec![0u8; MAX_DATAGRAM + 1];
     let mut c = LoadCounters::default();
     let mut latencies: Vec<u32> = Vec::with_capacity(MAX_LATENCY_SAMPLES.min(1 << 20));
@@ -567,12 +593,19 @@ fn load(flags: &Flags) -> Result<()> {
                 let mut burst = 0;
                 while s.next <= now && s.next < window && burst < 100_000 {
                     let micros = t0.elapsed().as_micros() as u64;
-                    let n = write_packet(&mut buf, s, micros);
-                    match sockets[s.socket].send_to(&buf[..n], target) {
-                        Ok(_) => c.sent += 1,
-                        Err(_) => c.send_failures += 1,
+                    let mut len = 0;
+                    let mut segment = 0;
+                    for _ in 0..s.per_send {
+                        segment = write_packet(&mut buf[len..], s, micros);
+                        len += segment;
+                        s.seq = s.seq.wrapping_add(1);
                     }
-                    s.seq = s.seq.wrapping_add(1);
+                    let packets = s.per_send as u64;
+                    if traffic::send_segmented(&sockets[s.socket], target, &buf[..len], segment) {
+                        c.sent += packets;
+                    } else {
+                        c.send_failures += packets;
+                    }
                     s.next += s.interval;
                     burst += 1;
                 }

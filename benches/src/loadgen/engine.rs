@@ -881,31 +881,7 @@ impl Run {
 /// `UDP_SEGMENT` message. Should the kernel refuse segmentation, the datagrams go one by
 /// one. True when all were sent.
 pub(super) fn send_run(s: &Sender, data: &[u8], segment: usize) -> bool {
-    if segment >= data.len() || segment == 0 {
-        return s.socket.send_to(data, s.bridge).is_ok();
-    }
-    // struct cmsghdr { size_t len; int level; int type; } + a u16, CMSG_SPACE(2) bytes;
-    // the kernel copies it in, so no alignment is needed here.
-    let mut control = [0u8; 24];
-    let header = std::mem::size_of::<usize>() + 8;
-    control[..8].copy_from_slice(&(header + 2).to_ne_bytes());
-    control[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
-    control[12..16].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
-    control[16..18].copy_from_slice(&(segment as u16).to_ne_bytes());
-    let addr = socket2::SockAddr::from(s.bridge);
-    let bufs = [std::io::IoSlice::new(data)];
-    let msg = socket2::MsgHdr::new()
-        .with_addr(&addr)
-        .with_buffers(&bufs)
-        .with_control(&control);
-    if socket2::SockRef::from(&s.socket).sendmsg(&msg, 0).is_ok() {
-        return true;
-    }
-    // Every datagram is tried, whatever became of the one before.
-    data.chunks(segment)
-        .filter(|d| s.socket.send_to(d, s.bridge).is_err())
-        .count()
-        == 0
+    traffic::send_segmented(&s.socket, s.bridge, data, segment)
 }
 
 impl SendTally {

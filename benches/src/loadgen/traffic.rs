@@ -34,6 +34,42 @@ pub fn owner(ssrc: u32) -> Option<(u32, u8)> {
     (p > 0).then(|| (p - 1, (ssrc & 0xf) as u8))
 }
 
+/// Sends `data` to `to` as datagrams of `segment` bytes (the last may be shorter) in one
+/// segmented send (`UDP_SEGMENT`), or datagram by datagram where the kernel refuses that.
+/// True when every datagram was sent.
+pub fn send_segmented(
+    socket: &std::net::UdpSocket,
+    to: std::net::SocketAddr,
+    data: &[u8],
+    segment: usize,
+) -> bool {
+    if segment >= data.len() || segment == 0 {
+        return socket.send_to(data, to).is_ok();
+    }
+    // struct cmsghdr { size_t len; int level; int type; } + a u16, CMSG_SPACE(2) bytes;
+    // the kernel copies it in, so no alignment is needed here.
+    let mut control = [0u8; 24];
+    let header = std::mem::size_of::<usize>() + 8;
+    control[..8].copy_from_slice(&(header + 2).to_ne_bytes());
+    control[8..12].copy_from_slice(&libc::SOL_UDP.to_ne_bytes());
+    control[12..16].copy_from_slice(&libc::UDP_SEGMENT.to_ne_bytes());
+    control[16..18].copy_from_slice(&(segment as u16).to_ne_bytes());
+    let addr = socket2::SockAddr::from(to);
+    let bufs = [std::io::IoSlice::new(data)];
+    let msg = socket2::MsgHdr::new()
+        .with_addr(&addr)
+        .with_buffers(&bufs)
+        .with_control(&control);
+    if socket2::SockRef::from(socket).sendmsg(&msg, 0).is_ok() {
+        return true;
+    }
+    // Every datagram is tried, whatever became of the one before.
+    data.chunks(segment)
+        .filter(|d| socket.send_to(d, to).is_err())
+        .count()
+        == 0
+}
+
 /// Writes an RTP packet (header with both extension elements, then a checkable
 /// payload of `payload_len` bytes, at least [`PAYLOAD_HEAD`]). Returns its length.
 #[allow(clippy::too_many_arguments)]
