@@ -9,6 +9,7 @@ use crate::command::protocol::{
 };
 use crate::dtls::SessionId;
 use crate::ice::lite::Consent;
+use crate::rtt::Rtt;
 use crate::srtp::{self, Profile, SessionKeys};
 
 /// Where an endpoint's DTLS handshake stands.
@@ -61,6 +62,8 @@ pub struct Endpoint {
     pub outbound: Option<srtp::Context>,
     /// Its counters.
     pub counters: Counters,
+    /// Round trip to it, from the sender reports forwarded to it and its reports back.
+    pub rtt: Rtt,
     /// When ICE must have bound it (set by the first timer tick after creation).
     pub ice_deadline: Option<Instant>,
     /// ICE failure already reported.
@@ -102,6 +105,7 @@ impl Endpoint {
             inbound: None,
             outbound: None,
             counters: Counters::default(),
+            rtt: Rtt::default(),
             ice_deadline: None,
             ice_failed: false,
             early_dtls: Vec::new(),

@@ -19,6 +19,7 @@ pub mod io;
 pub mod peer;
 pub mod rtcp;
 pub mod rtp;
+pub mod rtt;
 pub mod runtime;
 pub mod service;
 pub mod srtp;

@@ -36,6 +36,10 @@ const TIMER_PERIOD: Duration = Duration::from_millis(250);
 /// fits, with room for STUN and DTLS.
 pub const TX_SLOTS: usize = 4096;
 
+/// Sender reports of one RTCP compound noted for round-trip times (a sender reports
+/// on each of its streams; more are relayed but not noted).
+const MAX_SENDER_REPORTS: usize = 4;
+
 /// DTLS outputs (records, keys) a worker buffers before the DTLS thread's sends drop.
 pub const DTLS_OUTPUT_QUEUE: usize = 1024;
 
@@ -609,7 +613,7 @@ impl WorkerState {
             20..=63 => self.on_dtls_record(now, slot, buf),
             128..=191 => {
                 if rtp::is_rtcp(buf) {
-                    self.on_rtcp(slot, buf, tx);
+                    self.on_rtcp(now, slot, buf, tx);
                 } else {
                     self.on_rtp(slot, buf, tx);
                 }
@@ -802,7 +806,7 @@ impl WorkerState {
         }
     }
 
-    fn on_rtcp(&mut self, slot: usize, buf: &mut [u8], tx: &mut TxBatch) {
+    fn on_rtcp(&mut self, now: Instant, slot: usize, buf: &mut [u8], tx: &mut TxBatch) {
         let Some((len, conf)) = self.unprotect(slot, buf, true) else {
             return;
         };
@@ -810,33 +814,49 @@ impl WorkerState {
         let Some(c) = self.conferences[conf].as_ref() else {
             return;
         };
-        // What receivers report about the streams the bridge forwards them.
-        let (mut blocks, mut lost) = (0u64, 0u64);
+        let Some(ep) = self.endpoints[slot].as_mut() else {
+            return;
+        };
+        // What receivers report about the streams the bridge forwards them: loss, and
+        // the round trip when a block names a sender report forwarded to this endpoint.
+        let mut reports = crate::command::protocol::Counters::default();
+        // Sender reports in the compound, to note on each endpoint they are relayed to.
+        let mut senders = [(0u32, 0u64); MAX_SENDER_REPORTS];
+        let mut n_senders = 0;
         for packet in rtcp::iter(plain).flatten() {
+            if let (Some(ssrc), Some(info)) = (packet.sender_ssrc(), packet.sender_info()) {
+                // Only the sender's own streams: a report claiming another's SSRC
+                // could plant LSRs for it.
+                if n_senders < MAX_SENDER_REPORTS && c.owner(ssrc) == Some(slot) {
+                    senders[n_senders] = (ssrc, info.ntp);
+                    n_senders += 1;
+                }
+            }
             for b in packet.report_blocks() {
                 if c.owner(b.ssrc).is_some_and(|o| o != slot) {
-                    blocks += 1;
-                    lost += u64::from(b.fraction_lost);
+                    reports.report_blocks += 1;
+                    reports.report_fraction_lost += u64::from(b.fraction_lost);
+                    if let Some(rtt) = ep.rtt.on_report_block(b.ssrc, b.lsr, b.dlsr, now) {
+                        reports.rtt_samples += 1;
+                        reports.rtt_micros += rtt.as_micros() as u64;
+                    }
                 }
             }
         }
-        self.counters.report_blocks += blocks;
-        self.counters.report_fraction_lost += lost;
-        if let Some(ep) = self.endpoints[slot].as_mut() {
-            ep.counters.report_blocks += blocks;
-            ep.counters.report_fraction_lost += lost;
-        }
+        self.counters.add(&reports);
+        ep.counters.add(&reports);
+        let senders = &senders[..n_senders];
+        let relay_to = |to: usize| {
+            if let Some(receiver) = self.endpoints.get_mut(to).and_then(Option::as_mut) {
+                for &(ssrc, ntp) in senders {
+                    receiver.rtt.on_sender_report_forwarded(ssrc, ntp, now);
+                }
+            }
+            relay(&mut self.endpoints, &mut self.counters, to, plain, tx, true);
+        };
         match forward::route_rtcp(plain, slot, |ssrc| c.owner(ssrc)) {
-            RtcpRoute::Everyone => {
-                for to in forward::rtp_receivers(&c.members, slot) {
-                    relay(&mut self.endpoints, &mut self.counters, to, plain, tx, true);
-                }
-            }
-            RtcpRoute::Only { targets, len } => {
-                for &to in &targets[..len] {
-                    relay(&mut self.endpoints, &mut self.counters, to, plain, tx, true);
-                }
-            }
+            RtcpRoute::Everyone => forward::rtp_receivers(&c.members, slot).for_each(relay_to),
+            RtcpRoute::Only { targets, len } => targets[..len].iter().copied().for_each(relay_to),
         }
     }
 }

@@ -58,6 +58,10 @@ pub struct Sample {
     /// Mean fraction lost in the receivers' reception reports over the last period
     /// (what they miss of what the bridge forwards, end to end) (0..=1).
     pub outgoing_loss: f64,
+    /// Mean round trip between the bridge and its endpoints, in seconds, over the last
+    /// period in which any reception report named a sender report the bridge forwarded
+    /// (RFC 3550 LSR/DLSR); 0 before any did, or with no endpoints.
+    pub rtt_seconds: f64,
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -391,7 +395,7 @@ impl Metrics {
         );
         r.register(
             "rtt_seconds",
-            "Round-trip time to endpoints. Not measured by the bridge yet: always 0",
+            "Mean round-trip time between the bridge and its endpoints, over the last sampling period in which reception reports named a sender report the bridge forwarded (RFC 3550 LSR/DLSR); 0 before any did",
             m.rtt_seconds.clone(),
         );
         r.register(
@@ -648,6 +652,7 @@ impl Metrics {
                 direction: "outgoing",
             })
             .set(sample.outgoing_loss);
+        self.rtt_seconds.set(sample.rtt_seconds);
         self.endpoints_sending_audio
             .set(int(sample.endpoints_sending_audio));
         self.endpoints_sending_video
@@ -933,6 +938,7 @@ mod tests {
             largest_conference: 7,
             incoming_loss: 0.0,
             outgoing_loss: 0.0,
+            rtt_seconds: 0.025,
         }
     }
 
@@ -1016,7 +1022,7 @@ mod tests {
             value(&t, r#"viaduct_loss_ratio{direction="incoming"}"#),
             0.0
         );
-        assert_eq!(value(&t, "viaduct_rtt_seconds"), 0.0);
+        assert_eq!(value(&t, "viaduct_rtt_seconds"), 0.025);
         assert_eq!(
             value(&t, r#"viaduct_io_backend_info{backend="uring"}"#),
             1.0

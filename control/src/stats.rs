@@ -65,6 +65,13 @@ pub fn compute(
     } else {
         0.0
     };
+    // Round trip: the mean of the period's measurements.
+    let rtt_samples = delta(t.rtt_samples, p.map(|c| c.rtt_samples));
+    let rtt_seconds = if rtt_samples > 0.0 {
+        delta(t.rtt_micros, p.map(|c| c.rtt_micros)) / rtt_samples / 1e6
+    } else {
+        0.0
+    };
     let bytes_out = rate(|c| c.bytes_out);
     let worker_stress: Vec<f64> = now
         .workers
@@ -118,6 +125,7 @@ pub fn compute(
         largest_conference: sizes.values().copied().max().unwrap_or(0),
         incoming_loss,
         outgoing_loss,
+        rtt_seconds,
     }
 }
 
@@ -142,12 +150,21 @@ pub async fn run_sampler(state: AppState) {
                 .as_ref()
                 .map(|(_, t)| now - *t)
                 .unwrap_or(state.config.stats_interval);
-            let sample = compute(
+            let mut sample = compute(
                 prev.as_ref().map(|(s, _)| s),
                 &snap,
                 dt,
                 state.config.worker_capacity_pps,
             );
+            if sample.rtt_seconds == 0.0 && snap.endpoints > 0 {
+                // No report this period named a forwarded sender report (receivers
+                // report about once a second): the last round trip known still holds.
+                sample.rtt_seconds = state
+                    .inner()
+                    .last
+                    .as_ref()
+                    .map_or(0.0, |l| l.sample.rtt_seconds);
+            }
             state.metrics.observe(&sample);
             state.inner().last = Some(Sampled {
                 sample,
@@ -240,9 +257,9 @@ pub fn stats_json(state: &AppState) -> Value {
         "packet_rate_download": s.incoming_packets_per_second,
         "packet_rate_upload": s.outgoing_packets_per_second,
         // Incoming loss from the senders' sequence numbers, outgoing from the receivers'
-        // reception reports; RTT is not measured yet (the bridge relays RTCP instead of
-        // sending its own reports).
-        "rtt_aggregate": 0.0,
+        // reception reports; the round trip (ms) from the reports that name a sender
+        // report the bridge forwarded.
+        "rtt_aggregate": s.rtt_seconds * 1000.0,
         "incoming_loss": s.incoming_loss,
         "outgoing_loss": s.outgoing_loss,
         "overall_loss": s.incoming_loss.max(s.outgoing_loss),

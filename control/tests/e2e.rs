@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{colibri2_call, exchange, Peers, Stack};
 use serde_json::{json, Value};
-use viaduct_bridge::peer::Peer;
+use viaduct_bridge::peer::{Incoming, Peer};
 
 const MEETING: &str = "beccf2ed-5441-4bfe-96d0-f0cb9d5b3e6a";
 
@@ -160,6 +160,46 @@ fn colibri2_call_with_stats_metrics_and_records() {
         seen = stack.stats()["outgoing_loss"].as_f64().unwrap();
     }
     assert!((seen - 0.5).abs() < 1e-6, "outgoing_loss {seen}");
+
+    // Round trip: Alice's sender report reaches Bob through the bridge; Bob answers
+    // 30 ms later naming it (LSR) with a hold (DLSR) of 10 ms. The bridge times the
+    // leg between the forward and the answer: at least 20 ms on loopback.
+    let ntp: u64 = 0xe6a1_0000_8000_0000;
+    let lsr = (ntp >> 16) as u32;
+    let mut sr = vec![0x80, 200, 0, 6];
+    sr.extend(1000u32.to_be_bytes()); // Alice's SSRC
+    sr.extend(ntp.to_be_bytes());
+    sr.extend([0u8; 12]); // RTP timestamp, packet and octet counts
+    let mut rr = vec![0x81, 201, 0, 7];
+    rr.extend(1001u32.to_be_bytes()); // Bob's SSRC
+    rr.extend(1000u32.to_be_bytes()); // about Alice's
+    rr.extend([0u8; 12]); // nothing lost; highest seq, jitter
+    rr.extend(lsr.to_be_bytes());
+    rr.extend(655u32.to_be_bytes()); // 10 ms in 1/65536 s
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut rtt_ms = 0.0;
+    while Instant::now() < deadline && rtt_ms == 0.0 {
+        call[0].send_rtcp(&sr).unwrap();
+        let until = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < until {
+            if let Some(Incoming::Rtcp(got)) = call[1].recv(Duration::from_millis(50)).unwrap() {
+                if got.get(1) == Some(&200) && got.get(4..8) == Some(&1000u32.to_be_bytes()[..]) {
+                    std::thread::sleep(Duration::from_millis(30));
+                    call[1].send_rtcp(&rr).unwrap();
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        rtt_ms = stack.stats()["rtt_aggregate"].as_f64().unwrap();
+    }
+    assert!(
+        (20.0..1000.0).contains(&rtt_ms),
+        "rtt_aggregate {rtt_ms} ms"
+    );
+    let m = stack.get("/metrics");
+    let rtt_s = metric(&m.body, "viaduct_rtt_seconds");
+    assert!((0.02..1.0).contains(&rtt_s), "viaduct_rtt_seconds {rtt_s}");
 
     // Expire one endpoint, then the conference.
     let r = stack.focus(

@@ -331,6 +331,14 @@ pub struct Counters {
     /// is the loss receivers see on what the bridge forwards to them (end to end).
     #[serde(default)]
     pub report_fraction_lost: u64,
+    /// Round trips measured from reception reports that name a sender report the bridge
+    /// forwarded (see `rtt`).
+    #[serde(default)]
+    pub rtt_samples: u64,
+    /// Sum of those round trips, microseconds: over an interval, the sum's growth over
+    /// the samples' is the mean round trip between the bridge and its endpoints.
+    #[serde(default)]
+    pub rtt_micros: u64,
     /// Drops, by reason.
     pub drops: Drops,
 }
@@ -377,6 +385,8 @@ impl Counters {
         self.rtp_expected += other.rtp_expected;
         self.report_blocks += other.report_blocks;
         self.report_fraction_lost += other.report_fraction_lost;
+        self.rtt_samples += other.rtt_samples;
+        self.rtt_micros += other.rtt_micros;
         let (d, o) = (&mut self.drops, &other.drops);
         d.unbound_source += o.unbound_source;
         d.stun_malformed += o.stun_malformed;
