@@ -512,7 +512,7 @@ impl Sender {
         spread: f64,
     ) -> Self {
         let spread = spread.clamp(0.0, 1.0);
-        let frame_period = Duration::from_secs(1) / plan.fps.max(1);
+        let next_frame = epoch + plan.frame_period().mul_f64(spread);
         Self {
             index,
             port: socket.local_addr().map_or(0, |a| a.port()),
@@ -521,7 +521,7 @@ impl Sender {
             outbound,
             plan,
             next_audio: epoch + AUDIO_PERIOD.mul_f64(spread),
-            next_frame: epoch + frame_period.mul_f64(spread),
+            next_frame,
             seq: [0; 4],
         }
     }
@@ -777,7 +777,7 @@ pub(super) fn send_due(
             tally.count(ssrc, ok, live, 1);
             s.next_audio += AUDIO_PERIOD;
         }
-        let frame_period = Duration::from_secs(1) / s.plan.fps;
+        let frame_period = s.plan.frame_period();
         while !s.plan.video_layers.is_empty() && s.next_frame <= now {
             let ts = (s.next_frame - epoch).as_millis() as u32 * 90;
             for li in 0..s.plan.video_layers.len() {

@@ -205,6 +205,11 @@ impl Plan {
             .sum();
         50.0 + video as f64 * f64::from(self.fps)
     }
+
+    /// Time between two video frames.
+    pub fn frame_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1) / self.fps.max(1)
+    }
 }
 
 #[cfg(test)]
