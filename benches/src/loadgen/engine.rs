@@ -21,6 +21,7 @@ use viaduct_bridge::srtp::{Context, SrtpError};
 
 use super::focus::{self, Focus};
 use super::janus::Janus;
+use super::start::{Place, StartLine};
 use super::traffic::{self, Plan};
 
 /// After senders stop, receivers wait this long for packets in flight.
@@ -383,43 +384,41 @@ pub fn run(participants: Vec<Participant>, s: &Scenario) -> Result<RunResult> {
         groups[i % cores.len()].push((i as f64 / total as f64, p));
     }
     let live = Arc::new(Live::default());
-    let epoch = Instant::now();
-    let epoch_unix_ns = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let send_until = epoch + s.duration;
+    // The workers and this thread; the clock starts when every worker is set up.
+    let start = Arc::new(StartLine::new(cores.len() + 1));
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
     let mut handles = Vec::new();
-    for (group, core) in groups.into_iter().zip(cores) {
+    for (group, core) in groups.into_iter().zip(cores.iter().copied()) {
         let pin = core_ids.iter().find(|c| c.id == core).copied();
         let live = live.clone();
+        let line = start.clone();
         let sample = s.sample.max(1);
+        let duration = s.duration;
         let xdp = s.xdp.clone();
         let gro = s.gro;
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("loadgen-{core}"))
-                .spawn(move || -> Result<WorkerResult> {
-                    if let Some(c) = pin {
-                        core_affinity::set_for_current(c);
-                    }
-                    if let Some(config) = &xdp {
-                        return super::xdp::worker(group, config, epoch, send_until, sample, &live);
-                    }
-                    worker(
-                        group,
-                        pin.map(|c| c.id),
-                        epoch,
-                        epoch_unix_ns,
-                        send_until,
-                        sample,
-                        gro,
-                        live,
-                    )
-                })?,
-        );
+        let spawned = std::thread::Builder::new()
+            .name(format!("loadgen-{core}"))
+            .spawn(move || -> Result<WorkerResult> {
+                let place = line.place();
+                if let Some(c) = pin {
+                    core_affinity::set_for_current(c);
+                }
+                if let Some(config) = &xdp {
+                    return super::xdp::worker(group, config, place, duration, sample, &live);
+                }
+                worker(group, pin.map(|c| c.id), place, duration, sample, gro, live)
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                // Neither this worker, the ones after it nor this thread will arrive.
+                start.excuse(cores.len() - handles.len() + 1);
+                return Err(e.into());
+            }
+        }
     }
+    let epoch = start.arrive().at;
+    let send_until = epoch + s.duration;
     // Progress while running.
     let progress = bar(s.progress, s.duration.as_secs().max(1), "running");
     while Instant::now() < send_until + GRACE {
@@ -492,6 +491,8 @@ pub(super) struct Sender {
     pub(super) bridge: SocketAddr,
     outbound: Context,
     plan: Plan,
+    /// Its place among all the run's senders (see [`Sender::new`]).
+    spread: f64,
     next_audio: Instant,
     next_frame: Instant,
     seq: [u64; 4],
@@ -502,17 +503,16 @@ impl Sender {
     /// run's senders) of their own periods: audio of [`AUDIO_PERIOD`], video of one frame
     /// interval. So the run's audio packets and frames arrive evenly spread, as
     /// independent clients' would, instead of clustering in part of a frame interval.
+    /// Nothing is due before [`start`](Self::start).
     pub(super) fn new(
         index: u32,
         socket: std::net::UdpSocket,
         bridge: SocketAddr,
         outbound: Context,
         plan: Plan,
-        epoch: Instant,
         spread: f64,
     ) -> Self {
-        let spread = spread.clamp(0.0, 1.0);
-        let next_frame = epoch + plan.frame_period().mul_f64(spread);
+        let far = Instant::now() + Duration::from_secs(86_400);
         Self {
             index,
             port: socket.local_addr().map_or(0, |a| a.port()),
@@ -520,10 +520,17 @@ impl Sender {
             bridge,
             outbound,
             plan,
-            next_audio: epoch + AUDIO_PERIOD.mul_f64(spread),
-            next_frame,
+            spread: spread.clamp(0.0, 1.0),
+            next_audio: far,
+            next_frame: far,
             seq: [0; 4],
         }
+    }
+
+    /// Schedule the first packets from the run's epoch.
+    pub(super) fn start(&mut self, epoch: Instant) {
+        self.next_audio = epoch + AUDIO_PERIOD.mul_f64(self.spread);
+        self.next_frame = epoch + self.plan.frame_period().mul_f64(self.spread);
     }
 }
 
@@ -549,9 +556,8 @@ struct Receiving {
 fn worker(
     group: Vec<(f64, Participant)>,
     core: Option<usize>,
-    epoch: Instant,
-    epoch_unix_ns: u64,
-    send_until: Instant,
+    place: Place<'_>,
+    duration: Duration,
     sample: u64,
     gro: bool,
     live: Arc<Live>,
@@ -580,7 +586,6 @@ fn worker(
             bridge,
             outbound,
             p.plan,
-            epoch,
             spread,
         ));
         let mut listen = |socket, inbound, map| -> Result<()> {
@@ -616,6 +621,12 @@ fn worker(
         .into_iter()
         .find(|c| Some(c.id) == core);
     let sender_live = live.clone();
+    let epoch = place.arrive();
+    let (epoch_unix_ns, epoch) = (epoch.unix_ns, epoch.at);
+    let send_until = epoch + duration;
+    for s in &mut senders {
+        s.start(epoch);
+    }
     let sender = std::thread::Builder::new()
         .name("loadgen-send".into())
         .spawn(move || {

@@ -11,6 +11,7 @@ pub mod plot;
 pub mod report;
 pub mod rx_time;
 pub mod sdp;
+mod start;
 pub mod traffic;
 pub mod xdp;
 

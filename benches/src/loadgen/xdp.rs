@@ -7,29 +7,30 @@
 //! its own work only. Arrival is stamped when a frame is taken from the ring.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use viaduct_bridge::io::xdp::XdpConfig;
 
 use super::engine::{Live, Participant, WorkerResult};
+use super::start::Place;
 
 /// Runs `group` for the scenario on AF_XDP (see the module doc) on the calling thread.
 pub(super) fn worker(
     group: Vec<(f64, Participant)>,
     config: &XdpConfig,
-    epoch: Instant,
-    send_until: Instant,
+    place: Place<'_>,
+    duration: Duration,
     sample: u64,
     live: &Arc<Live>,
 ) -> Result<WorkerResult> {
     #[cfg(feature = "xdp")]
     {
-        run(group, config, epoch, send_until, sample, live)
+        run(group, config, place, duration, sample, live)
     }
     #[cfg(not(feature = "xdp"))]
     {
-        let _ = (group, config, epoch, send_until, sample, live);
+        let _ = (group, config, place, duration, sample, live);
         bail!("this viaduct-loadgen was built without AF_XDP (cargo feature `xdp`)")
     }
 }
@@ -62,15 +63,15 @@ fn ports_of(
 fn run(
     group: Vec<(f64, Participant)>,
     config: &XdpConfig,
-    epoch: Instant,
-    send_until: Instant,
+    place: Place<'_>,
+    duration: Duration,
     sample: u64,
     live: &Arc<Live>,
 ) -> Result<WorkerResult> {
     use std::cell::RefCell;
     use std::collections::HashMap;
     use std::rc::Rc;
-    use std::time::Duration;
+    use std::time::Instant;
 
     use anyhow::Context as _;
     use viaduct_bridge::io::xdp;
@@ -107,7 +108,6 @@ fn run(
             p.parts.bridge,
             p.parts.outbound,
             p.plan,
-            epoch,
             spread,
         ));
     }
@@ -119,6 +119,12 @@ fn run(
     let mut tally = SendTally::default();
     let mut unmatched = 0u64;
     let mut buf = SendBuf::default();
+    // The clock starts once every load thread is set up (attaching took the longest).
+    let epoch = place.arrive().at;
+    for s in &mut senders {
+        s.start(epoch);
+    }
+    let send_until = epoch + duration;
     let receive_until = send_until + GRACE;
     loop {
         let now = Instant::now();
