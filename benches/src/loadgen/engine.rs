@@ -38,7 +38,7 @@ const AUDIO_PERIOD: Duration = Duration::from_millis(20);
 /// work is spread evenly. Polled back to back, most `recvmmsg` calls found a socket empty
 /// (1.0M calls in 3 s for 252k datagrams/s at 140 participants); now a few datagrams
 /// gather per socket, and the kernel's arrival stamps keep the wait out of the latency.
-const TURN: Duration = Duration::from_micros(250);
+pub(super) const TURN: Duration = Duration::from_micros(250);
 
 /// Turns between two drains of the same socket.
 const DRAIN_EVERY: usize = 8;
