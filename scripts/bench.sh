@@ -231,12 +231,14 @@ if [ "$ONLY" = all ] || [ "$ONLY" = raw ]; then
         out=$DIR/raw-$conf.json
         raw_step "$conf" "$out"
         verdict=$(judge "$out" "$best_pps")
-        if [ "$verdict" != pass ]; then
-            # One retry: a single noisy step on a shared VM should not end the search.
-            log "  $conf conference(s): $verdict, retrying once"
+        # Up to two retries: on a shared VM a stall of 20-400 ms can fail a step at any
+        # load (the 19:01 run's raw search ended at 40 participants, 25% busy, on two).
+        for attempt in 2 3; do
+            [ "$verdict" = pass ] && break
+            log "  $conf conference(s): $verdict, attempt $attempt of 3"
             raw_step "$conf" "$out"
             verdict=$(judge "$out" "$best_pps")
-        fi
+        done
         echo "$verdict" >"$DIR/raw-$conf.verdict"
         python3 - "$out" "$verdict" >&2 <<'EOF' || true
 import json, sys
@@ -397,11 +399,12 @@ if { [ "$ONLY" = all ] || [ "$ONLY" = veth ]; } && [ -z "$FAKE" ] && veth_setup;
         out=$DIR/rawveth-$conf.json
         veth_raw_step "$conf" "$out" || break
         verdict=$(judge "$out" "$best_pps")
-        if [ "$verdict" != pass ]; then
-            log "  $conf conference(s): $verdict, retrying once"
-            veth_raw_step "$conf" "$out" || break
+        for attempt in 2 3; do
+            [ "$verdict" = pass ] && break
+            log "  $conf conference(s): $verdict, attempt $attempt of 3"
+            veth_raw_step "$conf" "$out" || break 2
             verdict=$(judge "$out" "$best_pps")
-        fi
+        done
         echo "$verdict" >"$DIR/rawveth-$conf.verdict"
         log "  $conf conference(s): $(jget "$out" '"%.0f pps, loss %.4f%%, p99 %.2f ms" % (d["forwarded_pps"], 100 * d["loss_ratio"], d["latency_ms"]["p99"])') $verdict"
         [ "$verdict" = pass ] || break

@@ -292,7 +292,7 @@ fn main() -> Result<()> {
             loss: args.loss_bound,
             p99_ms: args.p99_bound_ms,
             max_conferences: (args.max_participants / args.participants).max(1),
-            max_trials: 14,
+            max_trials: 20,
             bridge_cores: args.bridge_cores,
         };
         let (cap, mut best) =

@@ -1,8 +1,11 @@
 //! The capacity search: the largest number of participants (whole conferences) that
 //! holds loss and p99 latency under their bounds for the trial's duration, found by
-//! doubling and then bisecting. A trial that fails on latency alone (no loss) is run
-//! once more before it counts: on a shared VM one scheduling hiccup can push a p99
-//! past its bound at any load, and a single spike should not end the search.
+//! doubling and then bisecting. A trial that fails like a stall rather than like an
+//! overload (no loss, and its median second within the latency bound) is run again, up
+//! to [`MAX_ATTEMPTS`] times, before it counts: on a shared VM a stall of 20-400 ms can
+//! push a whole run's p99 past its bound at any load (one failed the 19:01 benchmark's
+//! Viaduct search at 30 participants, 23% busy), while a saturated core queues, and
+//! fails, in most of its seconds. The bound a trial must pass is unchanged.
 
 use anyhow::Result;
 
@@ -48,10 +51,12 @@ pub fn search(
     while trials.len() < b.max_trials {
         let mut r = trial(n)?;
         let mut pass = passes(&r, &b);
-        if !pass && r.loss_ratio < b.loss && trials.len() + 1 < b.max_trials {
+        let mut attempts = 1;
+        while !pass && stall(&r, &b) && attempts < MAX_ATTEMPTS && trials.len() + 1 < b.max_trials {
             trials.push(trial_of(&r, n, participants_per_conference, pass));
             r = trial(n)?;
             pass = passes(&r, &b);
+            attempts += 1;
         }
         trials.push(trial_of(&r, n, participants_per_conference, pass));
         if pass {
@@ -89,6 +94,21 @@ pub fn search(
 }
 
 /// The record of one trial of `conferences` conferences.
+/// Most runs of one load whose failures look like stalls.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// Whether a failed run looks like a stall: no loss, and the median of its per-second
+/// p99s within the bound (a run without per-second figures counts as one).
+fn stall(r: &Report, b: &Bounds) -> bool {
+    if r.loss_ratio >= b.loss {
+        return false;
+    }
+    let mut p99s: Vec<f64> = r.series.iter().map(|s| s.p99_ms).collect();
+    p99s.sort_by(f64::total_cmp);
+    p99s.get(p99s.len() / 2)
+        .is_none_or(|&median| median < b.p99_ms)
+}
+
 fn trial_of(r: &Report, conferences: usize, per_conference: usize, pass: bool) -> Trial {
     Trial {
         participants: conferences * per_conference,
@@ -142,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn a_latency_spike_is_retried_once_but_loss_is_not() {
+    fn a_latency_spike_is_retried_but_loss_is_not() {
         // 4 conferences hit one latency spike, then pass; 8 lose packets (no retry).
         let mut runs = std::collections::HashMap::<usize, usize>::new();
         let (cap, _) = search(1, 10, bounds(), |n| {
@@ -158,7 +178,7 @@ mod tests {
         assert_eq!(cap.participants, 50);
         assert_eq!(runs[&4], 2, "the spike was retried");
         assert_eq!(runs[&8], 1, "a lossy trial is not retried");
-        // A load that fails on latency twice fails.
+        // A load that fails on latency every time fails, after MAX_ATTEMPTS runs.
         let (cap, _) = search(1, 10, bounds(), |n| {
             Ok(if n >= 2 {
                 report(0.0, 40.0)
@@ -168,5 +188,40 @@ mod tests {
         })
         .unwrap();
         assert_eq!(cap.participants, 10);
+    }
+
+    /// A report whose seconds had these p99s (ms), the run's p99 being the worst.
+    fn seconds(p99s: &[f64]) -> Report {
+        let mut r = report(0.0, p99s.iter().copied().fold(0.0, f64::max));
+        r.series = p99s
+            .iter()
+            .enumerate()
+            .map(|(t, &p99_ms)| super::super::report::SecondReport {
+                t,
+                received_pps: 1,
+                p99_ms,
+            })
+            .collect();
+        r
+    }
+
+    #[test]
+    fn a_stall_gets_up_to_three_runs_and_an_overload_one() {
+        let mut runs = std::collections::HashMap::<usize, usize>::new();
+        let (cap, _) = search(1, 10, bounds(), |n| {
+            let k = runs.entry(n).or_default();
+            *k += 1;
+            Ok(match n {
+                // Stalls in one second of five, twice, then a clean run.
+                2 if *k <= 2 => seconds(&[0.5, 0.6, 80.0, 0.5, 0.4]),
+                // A queue in every second but the first: an overload.
+                n if n >= 4 => seconds(&[1.0, 7.0, 12.0, 20.0, 30.0]),
+                _ => seconds(&[0.5; 5]),
+            })
+        })
+        .unwrap();
+        assert_eq!(cap.participants, 30);
+        assert_eq!(runs[&2], 3, "two stalls, then the pass");
+        assert_eq!(runs[&4], 1, "an overload is not run again");
     }
 }
