@@ -47,11 +47,10 @@
 #                             an idle vCPU halts and the hypervisor takes its time to run
 #                             it again: measured here, p99 5.2 ms and 17.6% steal at 20
 #                             participants without, 0.25 ms and 0.4% with. 0: off
-#   (BENCH_P99_MS also bounds the (d) rows' capacity search: over veth on a shared VM the
-#   p99 tail is often above 5 ms at any load, on every backend)
+#   (BENCH_P99_MS also bounds the (d) rows' capacity search)
 #
 # Loopback only. Everything it starts is stopped by PID on exit; every wait is bounded,
-# and the whole run takes about 10 minutes (plus the build) on a 2-core VM.
+# and the whole run takes about 20 minutes (plus the build) on a 2-core VM.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
