@@ -25,7 +25,6 @@ pub struct Rtt {
     /// (reported SSRC, NTP middle bits, when forwarded); a ring.
     forwarded: [Option<(u32, u32, Instant)>; REMEMBERED],
     next: usize,
-    latest: Option<Duration>,
 }
 
 impl Rtt {
@@ -61,16 +60,7 @@ impl Rtt {
         let held = Duration::from_secs(u64::from(dlsr) >> 16)
             + Duration::from_nanos(((u64::from(dlsr) & 0xffff) * 1_000_000_000) >> 16);
         let rtt = now.checked_duration_since(forwarded)?.checked_sub(held)?;
-        if rtt > MAX_RTT {
-            return None;
-        }
-        self.latest = Some(rtt);
-        Some(rtt)
-    }
-
-    /// The latest round trip measured, if any.
-    pub fn latest(&self) -> Option<Duration> {
-        self.latest
+        (rtt <= MAX_RTT).then_some(rtt)
     }
 }
 
@@ -88,7 +78,6 @@ mod tests {
         // Held 250 ms (16384/65536 s) at the endpoint, back 290 ms after the forward.
         let got = rtt.on_report_block(7, ntp_middle(NTP), 16_384, t0 + Duration::from_millis(290));
         assert_eq!(got, Some(Duration::from_millis(40)));
-        assert_eq!(rtt.latest(), Some(Duration::from_millis(40)));
     }
 
     #[test]
@@ -109,7 +98,6 @@ mod tests {
             rtt.on_report_block(7, lsr, 0, t0 + Duration::from_secs(11)),
             None
         );
-        assert_eq!(rtt.latest(), None);
     }
 
     #[test]
