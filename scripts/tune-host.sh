@@ -177,14 +177,14 @@ else
 fi
 
 echo
-echo "== io_uring (the bridge's default backend; it falls back to recvmmsg/sendmmsg)"
+echo "== io_uring (for io-backend = \"uring\"; the default, auto, uses recvmmsg/sendmmsg)"
 if [ -r /proc/sys/kernel/io_uring_disabled ]; then
     d=$(cat /proc/sys/kernel/io_uring_disabled)
     case "$d" in
         0) echo "  kernel.io_uring_disabled = 0: enabled for all" ;;
         1) echo "  kernel.io_uring_disabled = 1: only for kernel.io_uring_group members and root;"
-           echo "  the bridge (user viaduct) will use mmsg unless viaduct is in that group" ;;
-        *) echo "  kernel.io_uring_disabled = $d: disabled; the bridge will use mmsg" ;;
+           echo "  io-backend = \"uring\" will not start unless user viaduct is in that group" ;;
+        *) echo "  kernel.io_uring_disabled = $d: disabled; io-backend = \"uring\" will not start" ;;
     esac
 else
     echo "  kernel.io_uring_disabled absent (kernel before 6.6): io_uring on if built in"

@@ -120,7 +120,7 @@ pub struct Flags {
     /// UDP port of worker 0; worker i uses port-base + i.
     #[arg(long, env = "VIADUCT_PORT_BASE")]
     pub port_base: Option<u16>,
-    /// I/O backend: auto (AF_XDP when --xdp-iface is set, else io_uring, else mmsg), uring, mmsg, or xdp.
+    /// I/O backend: auto (AF_XDP when --xdp-iface is set, else mmsg), uring, mmsg, or xdp.
     #[arg(long, env = "VIADUCT_IO_BACKEND")]
     pub io_backend: Option<IoChoice>,
     /// AF_XDP: the interface that carries the bind address (xdp needs it; auto tries AF_XDP only when it is set).

@@ -56,7 +56,9 @@ impl fmt::Display for BackendKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum IoChoice {
-    /// io_uring when the kernel allows it, otherwise mmsg.
+    /// The measured winner: mmsg (on the kernels and VMs benchmarked, io_uring never
+    /// beat it by the margin that would pay for its kernel attack surface; see
+    /// `BENCHMARKS.md`), with AF_XDP first when `--xdp-iface` is set (see [`Opener`]).
     #[default]
     Auto,
     /// io_uring or fail.
@@ -234,8 +236,8 @@ pub trait Backend {
     fn syscalls(&self) -> u64;
 }
 
-/// Open the chosen backend on a bound socket, in the thread that will use it. Auto tries
-/// io_uring and falls back to mmsg with one `tracing::warn!` line saying why.
+/// Open the chosen backend on a bound socket, in the thread that will use it. Auto is
+/// mmsg here (AF_XDP is [`Opener`]'s to try first).
 pub fn open(choice: IoChoice, socket: UdpSocket) -> std::io::Result<Box<dyn Backend>> {
     match choice {
         IoChoice::Xdp => Err(std::io::Error::new(
@@ -243,24 +245,14 @@ pub fn open(choice: IoChoice, socket: UdpSocket) -> std::io::Result<Box<dyn Back
             "the xdp backend is opened through io::Opener (it needs --xdp-iface)",
         )),
         IoChoice::Uring => Ok(Box::new(uring::UringBackend::open(socket)?)),
-        IoChoice::Mmsg => Ok(Box::new(mmsg::MmsgBackend::open(socket)?)),
-        IoChoice::Auto => match uring::UringBackend::try_open(socket) {
-            Ok(backend) => Ok(Box::new(backend)),
-            Err((err, socket)) => {
-                tracing::warn!(
-                    error = %err,
-                    "io_uring backend unavailable, falling back to recvmmsg/sendmmsg"
-                );
-                Ok(Box::new(mmsg::MmsgBackend::open(socket)?))
-            }
-        },
+        IoChoice::Mmsg | IoChoice::Auto => Ok(Box::new(mmsg::MmsgBackend::open(socket)?)),
     }
 }
 
 /// Opens each worker's backend for a configured choice: attaches the XDP program once
 /// (explicit `xdp`, or `auto` with an XDP interface), then opens one AF_XDP socket per
-/// worker; `auto` falls back to [`open`] (io_uring, else mmsg) with one warning when
-/// AF_XDP cannot be had. Cheap to clone into each worker thread.
+/// worker; `auto` falls back to [`open`] (mmsg) with one warning when AF_XDP cannot be
+/// had. Cheap to clone into each worker thread.
 #[derive(Clone, Debug)]
 pub struct Opener {
     choice: IoChoice,
@@ -281,7 +273,7 @@ impl Opener {
             IoChoice::Auto if config.iface.is_some() => match xdp::attach(config, bind, workers) {
                 Ok(a) => Some(a),
                 Err(e) => {
-                    tracing::warn!(error = %e, "AF_XDP unavailable, falling back to io_uring/mmsg");
+                    tracing::warn!(error = %e, "AF_XDP unavailable, falling back to mmsg");
                     None
                 }
             },
@@ -299,7 +291,7 @@ impl Opener {
             Ok(b) => Ok(b),
             Err((e, _)) if self.choice == IoChoice::Xdp => Err(e),
             Err((e, socket)) => {
-                tracing::warn!(worker, error = %e, "AF_XDP socket unavailable, falling back to io_uring/mmsg");
+                tracing::warn!(worker, error = %e, "AF_XDP socket unavailable, falling back to mmsg");
                 open(IoChoice::Auto, socket)
             }
         }
@@ -895,7 +887,7 @@ mod tests {
     fn auto_opens_a_backend() {
         let socket = bind_udp("127.0.0.1:0".parse().unwrap(), 0).unwrap();
         let b = open(IoChoice::Auto, socket).unwrap();
-        assert_eq!(b.kind(), BackendKind::Uring); // io_uring is available on the test host
+        assert_eq!(b.kind(), BackendKind::Mmsg);
     }
 
     #[test]

@@ -707,7 +707,7 @@ fn build_ring() -> io::Result<IoUring> {
     ))
 }
 
-/// The features this backend relies on, checked up front so that Auto can fall back.
+/// The features this backend relies on, checked up front so that opening fails clearly.
 fn check_ring(ring: &IoUring) -> io::Result<()> {
     if !ring.params().is_feature_ext_arg() {
         return Err(io::Error::new(
