@@ -1058,6 +1058,7 @@ impl Worker {
                 w.io_backend = self.backend.kind().to_string();
                 w.loop_turns = self.loop_turns;
                 w.syscalls = self.backend.syscalls();
+                w.counters.drops.xdp_rx = self.backend.ring_drops();
                 let _ = reply.send((w, eps, s.dtls_results));
             }
             Command::ListState { reply } => {

@@ -1,6 +1,6 @@
 //! The AF_XDP backend: a 3-peer call on both SRTP profiles (IPv4 and IPv6) with the
-//! bridge on `--io-backend xdp` in one network namespace and the peers in another, and
-//! what happens when AF_XDP cannot be had (`auto` falls back with one warning, explicit
+//! bridge on `--io-backend xdp` in one network namespace and the peers in another, a
+//! receive ring overrun counted as drops, and what happens when AF_XDP cannot be had (`auto` falls back with one warning, explicit
 //! `xdp` exits with a clear error). The namespace tests need root, and the bridge built
 //! with `--features xdp`; they skip otherwise, or fail under `VIADUCT_REQUIRE_XDP=1`.
 //! (`VIADUCT_TEST_XDP=1` re-runs call.rs and bad_input.rs the same way.)
@@ -12,6 +12,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Call, Net};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use viaduct_bridge::srtp::Profile;
 
 /// Whether this test binary's bridge has AF_XDP; if not, skip: the default build has no
@@ -115,6 +117,74 @@ fn run_bridge(args: &[&str]) -> (String, bool) {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     (err, running)
+}
+
+/// A worker that falls behind its AF_XDP receive ring loses datagrams in the kernel, and
+/// they are counted (`drops.xdp_rx`), not lost silently: the bridge (our child, by its
+/// PID) is stopped, sent more datagrams than its ring holds, resumed, and asked.
+#[test]
+fn xdp_ring_overflow_is_counted() {
+    if !xdp_built() {
+        return;
+    }
+    let Some(mut bridge) = common::Bridge::start_in(Net::Xdp, "xdp", &["--xdp-frames", "64"])
+    else {
+        return;
+    };
+    let mut link = bridge.link();
+    let before = link.stats();
+    assert_eq!(before.io_backend, "xdp");
+    assert_eq!(before.totals.drops.xdp_rx, 0);
+    let target: std::net::SocketAddr =
+        format!("{}:{}", common::netns::BRIDGE_V4, before.workers[0].port)
+            .parse()
+            .unwrap();
+    let peer = std::net::UdpSocket::bind(common::netns::PEER_V4).unwrap();
+    // Not from an endpoint: each datagram that reaches the worker is an unbound_source
+    // drop. One first, so that the neighbour entry exists before the bridge stops.
+    let counted = |link: &mut common::Link| {
+        let d = link.stats().totals.drops;
+        (d.unbound_source, d.xdp_rx)
+    };
+    peer.send_to(b"hello?", target).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counted(&mut link).0 < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first datagram never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    const SENT: u64 = 500;
+    let pid = Pid::from_raw(bridge.pid() as i32);
+    kill(pid, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 0..SENT {
+        peer.send_to(format!("datagram {i}").as_bytes(), target)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    kill(pid, Signal::SIGCONT).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (unbound, xdp_rx) = loop {
+        let (unbound, xdp_rx) = counted(&mut link);
+        if unbound - 1 + xdp_rx >= SENT || Instant::now() > deadline {
+            break (unbound - 1, xdp_rx);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // 64 frames: 32 to receive into. Every datagram is accounted for, most as ring drops.
+    assert_eq!(
+        unbound + xdp_rx,
+        SENT,
+        "{unbound} reached the worker, {xdp_rx} dropped"
+    );
+    assert!(
+        unbound <= 64,
+        "{unbound} reached the worker past a 32-frame ring"
+    );
+    assert!(link.stats().workers[0].counters.drops.xdp_rx == xdp_rx);
+    assert!(bridge.is_running());
 }
 
 #[test]

@@ -187,8 +187,9 @@ fn run(
         kind = %xsk.kind(),
         syscalls = xsk.syscalls(),
         unmatched,
-        rx_dropped = drops.map(|d| d.0),
-        fill_ring_empty = drops.map(|d| d.1),
+        rx_dropped = drops.map(|d| d.rx_dropped),
+        rx_ring_full = drops.map(|d| d.rx_ring_full),
+        fill_ring_empty = drops.map(|d| d.fill_ring_empty),
         "load generator's AF_XDP socket done"
     );
     drop(xsk);

@@ -369,6 +369,12 @@ pub struct Drops {
     /// Media of a force-muted endpoint.
     #[serde(default)]
     pub muted: u64,
+    /// Dropped by the kernel on the way into the worker's AF_XDP socket: its receive
+    /// ring full or no free frame (the worker fell behind, or stalled, for longer than
+    /// its ring holds: `--xdp-frames`), or a frame too large for a UMEM frame. Kernel
+    /// sockets buffer more and count their overflows in `/proc/net/udp` instead.
+    #[serde(default)]
+    pub xdp_rx: u64,
 }
 
 impl Counters {
@@ -399,6 +405,7 @@ impl Counters {
         d.queue_full += o.queue_full;
         d.send_failed += o.send_failed;
         d.muted += o.muted;
+        d.xdp_rx += o.xdp_rx;
     }
 }
 

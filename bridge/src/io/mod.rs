@@ -234,6 +234,13 @@ pub trait Backend {
     /// Syscalls made so far (submits/enters, or recvmmsg/sendmmsg/poll calls), for
     /// benchmarks.
     fn syscalls(&self) -> u64;
+
+    /// Datagrams the kernel dropped so far because the backend's receive ring was full
+    /// or had no free buffer (AF_XDP's socket statistics; 0 for backends without such
+    /// a ring). One syscall: for stats, not for the hot path.
+    fn ring_drops(&self) -> u64 {
+        0
+    }
 }
 
 /// Open the chosen backend on a bound socket, in the thread that will use it. Auto is

@@ -166,6 +166,11 @@ impl Bridge {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// The bridge's PID (`ip netns exec` execs it, so under AF_XDP too).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Bridge {

@@ -18,7 +18,7 @@ mod program;
 #[cfg(feature = "xdp")]
 mod xsk;
 #[cfg(feature = "xdp")]
-pub use xsk::XskPorts;
+pub use xsk::{KernelDrops, XskPorts};
 
 /// Default UMEM frames per worker (2 KiB each: 8 MiB; half receive, half send).
 pub const DEFAULT_FRAMES: u32 = 4096;

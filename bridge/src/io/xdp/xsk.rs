@@ -206,6 +206,25 @@ fn memlock_error(e: Errno, bytes: usize) -> io::Error {
     )
 }
 
+/// The kernel's drop counters for one AF_XDP socket (`XDP_STATISTICS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelDrops {
+    /// No free frame in the fill ring, or a frame too large for one.
+    pub rx_dropped: u64,
+    /// The receive ring was full.
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty (the drops among them are in
+    /// `rx_dropped`).
+    pub fill_ring_empty: u64,
+}
+
+impl KernelDrops {
+    /// Datagrams lost on the way in.
+    pub fn dropped(&self) -> u64 {
+        self.rx_dropped + self.rx_ring_full
+    }
+}
+
 /// One AF_XDP socket on one queue, with what both of its users need: the UMEM and its
 /// rings, the free transmit frames and the neighbour table. [`XskBackend`] (a bridge
 /// worker, one port, a kernel slow path) and [`XskPorts`] (a load generator, a port
@@ -511,10 +530,14 @@ impl Xsk {
         n
     }
 
-    /// The kernel's counters for this socket: (rx dropped, fill ring found empty).
-    fn kernel_drops(&self) -> Option<(u64, u64)> {
+    /// The kernel's counters for this socket.
+    fn kernel_drops(&self) -> Option<KernelDrops> {
         let s = self.rings.user.statistics_v2().ok()?;
-        Some((s.rx_dropped, s.rx_fill_ring_empty_descs))
+        Some(KernelDrops {
+            rx_dropped: s.rx_dropped,
+            rx_ring_full: s.rx_ring_full,
+            fill_ring_empty: s.rx_fill_ring_empty_descs,
+        })
     }
 }
 
@@ -532,8 +555,9 @@ impl Drop for Xsk {
             rx_declined = p.rx_declined,
             tx_xsk = p.tx_xsk,
             tx_kernel = p.tx_kernel,
-            xsk_rx_dropped = drops.map(|d| d.0),
-            xsk_fill_ring_empty = drops.map(|d| d.1),
+            xsk_rx_dropped = drops.map(|d| d.rx_dropped),
+            xsk_rx_ring_full = drops.map(|d| d.rx_ring_full),
+            xsk_fill_ring_empty = drops.map(|d| d.fill_ring_empty),
             neighbours = self.neighbours.len(),
             "AF_XDP socket closed"
         );
@@ -707,6 +731,10 @@ impl Backend for XskBackend {
         Ok((self.sent_total() - before) as usize)
     }
 
+    fn ring_drops(&self) -> u64 {
+        self.xsk.kernel_drops().map_or(0, |d| d.dropped())
+    }
+
     fn syscalls(&self) -> u64 {
         self.xsk.syscalls + self.kernel.as_ref().map_or(0, |k| k.syscalls())
     }
@@ -804,8 +832,8 @@ impl XskPorts {
         self.xsk.syscalls
     }
 
-    /// The kernel's drop counters for this socket: (rx dropped, fill ring found empty).
-    pub fn kernel_drops(&self) -> Option<(u64, u64)> {
+    /// The kernel's drop counters for this socket.
+    pub fn kernel_drops(&self) -> Option<KernelDrops> {
         self.xsk.kernel_drops()
     }
 }
