@@ -56,9 +56,9 @@ impl fmt::Display for BackendKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum IoChoice {
-    /// The measured winner: mmsg (on the kernels and VMs benchmarked, io_uring never
-    /// beat it by the margin that would pay for its kernel attack surface; see
-    /// `BENCHMARKS.md`), with AF_XDP first when `--xdp-iface` is set (see [`Opener`]).
+    /// The measured winner, mmsg (over the benchmark's runs io_uring did not beat it: a
+    /// median of about 0.97 of its forwarding per CPU-second; see `BENCHMARKS.md`), with
+    /// AF_XDP first when `--xdp-iface` is set (see [`Opener`]).
     #[default]
     Auto,
     /// io_uring or fail.
