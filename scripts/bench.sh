@@ -18,11 +18,15 @@
 #       generator's media on AF_XDP too, so that the veth's delivery into its sockets,
 #       which runs on the sending core, is not charged to the bridge's core), and the
 #       raw AF_XDP reference: `udp-reflector serve --io-backend xdp` stepped as in (a);
+#   (e) equal load: a few interleaved rounds of (a), (b) and (c) at one fixed load
+#       (150 participants), each the CPU per forwarded packet of the core: capacity
+#       ratios move by about ±0.1 between runs on a VM, these less;
 # prints a table (forwarded pps per bridge core, participants per core at < 0.1% loss,
 # p99 added latency, and the ratios (b)/(a), (c)/(a), (c)/(b), xdp vs the best kernel
-# backend on veth) and appends it, with the machine's description, to BENCHMARKS.md.
+# backend on veth, and the equal-load costs and their ratios) and appends it, with the
+# machine's description, to BENCHMARKS.md.
 #
-# Usage: scripts/bench.sh [--no-build] [--no-append] [--only raw|viaduct|veth]
+# Usage: scripts/bench.sh [--no-build] [--no-append] [--only raw|viaduct|veth|equal]
 # Environment (all optional):
 #   BENCH_STEP_SECONDS=5      length of each raw-limit step
 #   BENCH_P99_MS=5            p99 bound of a raw-limit step (viaduct-loadgen's default)
@@ -30,6 +34,9 @@
 #                             passed 30, the old cap, at 73% of its core)
 #   BENCH_LOADGEN_DURATION=5  --duration given to viaduct-loadgen
 #   BENCH_LOADGEN_TIMEOUT=270 seconds before a viaduct-loadgen run is killed
+#   BENCH_EQUAL_CONFERENCES=15  the load of (e), in conferences
+#   BENCH_EQUAL_ROUNDS=3      interleaved rounds of (e)
+#   BENCH_EQUAL_SECONDS=10    length of each run in (e)
 #   BENCH_OUT=BENCHMARKS.md   where results are appended
 #   BENCH_FAKE_LOADGEN=FILE   test aid: use FILE as viaduct-loadgen's JSON report for
 #                             (b) and (c) instead of running the bridge and loadgen
@@ -66,8 +73,9 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) BUILD=0 ;;
         --no-append) APPEND=0 ;;
-        --only) shift; ONLY=${1:-}; [ "$ONLY" = raw ] || [ "$ONLY" = viaduct ] || [ "$ONLY" = veth ] || {
-            echo "--only takes raw, viaduct or veth" >&2; exit 2; } ;;
+        --only) shift; ONLY=${1:-}
+            case "$ONLY" in raw|viaduct|veth|equal) ;; *)
+                echo "--only takes raw, viaduct, veth or equal" >&2; exit 2 ;; esac ;;
         -h|--help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
         *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
@@ -78,6 +86,9 @@ STEP_SECONDS=${BENCH_STEP_SECONDS:-5}
 RAW_MAX=${BENCH_RAW_MAX:-40}
 LG_DURATION=${BENCH_LOADGEN_DURATION:-5}
 LG_TIMEOUT=${BENCH_LOADGEN_TIMEOUT:-270}
+EQUAL_CONFERENCES=${BENCH_EQUAL_CONFERENCES:-15}
+EQUAL_ROUNDS=${BENCH_EQUAL_ROUNDS:-3}
+EQUAL_SECONDS=${BENCH_EQUAL_SECONDS:-10}
 OUT=${BENCH_OUT:-$ROOT/BENCHMARKS.md}
 FAKE=${BENCH_FAKE_LOADGEN:-}
 PARTICIPANTS=10
@@ -197,13 +208,13 @@ start_reflector() { # start_reflector BACKEND OUTFILE: sets REFL_PID and REFL_AD
     return 1
 }
 
-raw_step() { # raw_step CONFERENCES OUTFILE
-    local refl_out=$DIR/reflector-$1.json
+raw_step() { # raw_step CONFERENCES OUTFILE [SECONDS]
+    local refl_out=$DIR/reflector-$1.json secs=${3:-$STEP_SECONDS}
     start_reflector mmsg "$refl_out"
-    timeout $((STEP_SECONDS + 30)) "$REFLECTOR" load --target "$REFL_ADDR" \
+    timeout $((secs + 30)) "$REFLECTOR" load --target "$REFL_ADDR" \
         --conferences "$1" --participants "$PARTICIPANTS" \
         --audio-pps 50 --audio-bytes 120 --video-pps 150 --video-bytes 1200 \
-        --seconds "$STEP_SECONDS" --core "$LOAD_CORE" --reflector-pid "$REFL_PID" \
+        --seconds "$secs" --core "$LOAD_CORE" --reflector-pid "$REFL_PID" \
         --gro "$([ "$GRO" = 1 ] && echo true || echo false)" >"$2" ||
         log "  udp-reflector load failed (exit $?)"
     stop_pid "$REFL_PID"
@@ -258,8 +269,10 @@ fi
 # ---------------------------------------------------------------------------------------
 # (b), (c) Viaduct
 
-viaduct_run() { # viaduct_run BACKEND OUTFILE
-    local backend=$1 out=$2 sock=$DIR/bridge.sock i pid
+viaduct_run() { # viaduct_run BACKEND OUTFILE [LOADGEN ARGS]: a capacity search unless ARGS
+    local backend=$1 out=$2 sock=$DIR/bridge.sock i pid run=(--find-capacity --duration "$LG_DURATION")
+    shift 2
+    [ $# -gt 0 ] && run=("$@")
     if [ -n "$FAKE" ]; then
         log "($backend) using $FAKE instead of a run (BENCH_FAKE_LOADGEN)"
         cp "$FAKE" "$out"
@@ -282,11 +295,11 @@ viaduct_run() { # viaduct_run BACKEND OUTFILE
         stop_pid "$pid"
         return 1
     fi
-    log "($backend) viaduct-bridge pid $pid on core $BRIDGE_CORE; viaduct-loadgen --find-capacity on core $LOAD_CORE"
+    log "($backend) viaduct-bridge pid $pid on core $BRIDGE_CORE; viaduct-loadgen ${run[*]} on core $LOAD_CORE"
     local rc=0
     timeout "$LG_TIMEOUT" "$LOADGEN" --bridge-socket "$sock" --bridge-pid "$pid" "${LG_GRO[@]}" \
         --cores "$LOAD_CORE" --participants "$PARTICIPANTS" --video-kbps 1500 \
-        --find-capacity --duration "$LG_DURATION" --json "$out" >"$DIR/loadgen-$backend.log" 2>&1 || rc=$?
+        "${run[@]}" --json "$out" >"$DIR/loadgen-$backend.log" 2>&1 || rc=$?
     stop_pid "$pid"
     if [ "$rc" != 0 ] || [ ! -s "$out" ]; then
         log "viaduct-loadgen ($backend) failed (exit $rc): $(tail -5 "$DIR/loadgen-$backend.log")"
@@ -299,6 +312,33 @@ if [ "$ONLY" = all ] || [ "$ONLY" = viaduct ]; then
     viaduct_run mmsg "$DIR/viaduct-mmsg.json" || rm -f "$DIR/viaduct-mmsg.json"
     log "(c) Viaduct, io_uring backend"
     viaduct_run uring "$DIR/viaduct-uring.json" || rm -f "$DIR/viaduct-uring.json"
+fi
+
+# ---------------------------------------------------------------------------------------
+# (e) equal load: raw, mmsg and io_uring in turn at one load, a few rounds
+
+if { [ "$ONLY" = all ] || [ "$ONLY" = equal ]; } && [ -z "$FAKE" ]; then
+    log "(e) equal load: $((EQUAL_CONFERENCES * PARTICIPANTS)) participants, $EQUAL_ROUNDS rounds of raw, mmsg and io_uring in turn, $EQUAL_SECONDS s each"
+    for round in $(seq 1 "$EQUAL_ROUNDS"); do
+        raw_step "$EQUAL_CONFERENCES" "$DIR/equal-$round-raw.json" "$EQUAL_SECONDS"
+        for backend in mmsg uring; do
+            viaduct_run "$backend" "$DIR/equal-$round-$backend.json" \
+                --conferences "$EQUAL_CONFERENCES" --duration "$EQUAL_SECONDS" ||
+                rm -f "$DIR/equal-$round-$backend.json"
+        done
+        python3 - "$DIR" "$round" >&2 <<'EOF' || true
+import json, os, sys
+d, r = sys.argv[1], sys.argv[2]
+def cost(kind):
+    try:
+        j = json.load(open(os.path.join(d, "equal-%s-%s.json" % (r, kind))))
+        cpu = j["reflector_cpu_share"] if kind == "raw" else j["bridge_cpu_seconds"] / j["duration_s"]
+        return "%.2f us" % (1e6 * cpu / j["forwarded_pps"])
+    except Exception:
+        return "n/a"
+print("bench:   round %s, core per forwarded packet: raw %s, mmsg %s, io_uring %s" % (r, cost("raw"), cost("mmsg"), cost("uring")))
+EOF
+    done
 fi
 
 # ---------------------------------------------------------------------------------------
@@ -497,7 +537,7 @@ out.append("## %s — %s" % (date, machine))
 out.append("")
 out.append("Commit %s; load average before the run %s; raw steps of %s s within < 0.1%% loss and p99 < %s ms; `viaduct-loadgen --find-capacity --duration %s`; %s." % (commit, loadavg, step_s, p99_limit, lg_s, os.environ.get("AWAKE_NOTE", "")))
 out.append("")
-loopback_rows = os.environ.get("BENCH_ONLY") != "veth"
+loopback_rows = os.environ.get("BENCH_ONLY") not in ("veth", "equal")
 if loopback_rows:
     out.append("| row | forwarded pps per bridge core | participants per core at < 0.1% loss | p99 added latency (ms) | bridge core busy at that load | notes |")
     out.append("|---|---|---|---|---|---|")
@@ -523,6 +563,45 @@ if loopback_rows:
     out.append("Forwarded pps per CPU-second of the core (the rate at that load divided by the core's busy share): raw %s, Viaduct mmsg %s, io_uring %s." % (
         num((raw or {}).get("pps_per_cpu"), "%.0f"), num((mmsg or {}).get("pps_per_cpu"), "%.0f"), num((uring or {}).get("pps_per_cpu"), "%.0f")))
 out.append("")
+# (e): equal load, interleaved rounds; the core's CPU per forwarded packet.
+def equal_cost(path, kind):
+    d = load(path)
+    try:
+        cpu = d["reflector_cpu_share"] if kind == "raw" else d["bridge_cpu_seconds"] / d["duration_s"]
+        bounds = d["loss_ratio"] < 0.001 and d["latency_ms"]["p99"] < float(p99_limit)
+        return (1e6 * cpu / d["forwarded_pps"], bounds, d["participants"])
+    except (TypeError, KeyError, ZeroDivisionError):
+        return None
+rounds = sorted({int(os.path.basename(p).split("-")[1]) for p in glob.glob(os.path.join(dirname, "equal-*-*.json"))})
+if rounds:
+    kinds = [("raw", "raw reflector (mmsg)"), ("mmsg", "Viaduct, mmsg"), ("uring", "Viaduct, io_uring")]
+    costs = {k: [equal_cost(os.path.join(dirname, "equal-%d-%s.json" % (r, k)), k) for r in rounds] for k, _ in kinds}
+    parts = next((c[2] for cs in costs.values() for c in cs if c), "?")
+    def median(xs):
+        xs = sorted(x for x in xs if x is not None)
+        if not xs:
+            return None
+        m = len(xs) // 2
+        return xs[m] if len(xs) % 2 else (xs[m - 1] + xs[m]) / 2
+    out.append("| (e) equal load, %s participants: µs of the core per forwarded packet | %s | median |" % (
+        parts, " | ".join("round %d" % r for r in rounds)))
+    out.append("|---|%s---|" % ("---|" * len(rounds)))
+    med = {}
+    for k, name in kinds:
+        cells = ["n/a" if c is None else ("%.2f" % c[0]) + ("" if c[1] else " (out of bounds)") for c in costs[k]]
+        med[k] = median([c[0] for c in costs[k] if c])
+        out.append("| %s | %s | %s |" % (name, " | ".join(cells), num(med[k], "%.2f")))
+    def per_cpu(a, b):  # forwarded pps per CPU-second of a, against b's: the inverse cost ratio
+        return "n/a" if not med.get(a) or not med.get(b) else "%.2f" % (med[b] / med[a])
+    def rounds_ratio(a, b):
+        rs = ["%.2f" % (y[0] / x[0]) for x, y in zip(costs[a], costs[b]) if x and y]
+        return ", ".join(rs) if rs else "n/a"
+    out.append("")
+    out.append("Equal load, forwarded pps per CPU-second of the core from the medians: Viaduct mmsg vs raw %s, io_uring vs raw %s, io_uring vs mmsg %s (per round: %s; %s; %s). A run out of the bounds was likely stalled; its cost counts all the same." % (
+        per_cpu("mmsg", "raw"), per_cpu("uring", "raw"), per_cpu("uring", "mmsg"),
+        rounds_ratio("mmsg", "raw"), rounds_ratio("uring", "raw"), rounds_ratio("uring", "mmsg")))
+    out.append("")
+
 # (d): over veth between two namespaces.
 veth = {b: viaduct(os.path.join(dirname, "veth-%s.json" % b)) for b in ("mmsg", "uring", "xdp")}
 if any(veth.values()):
