@@ -550,8 +550,8 @@ for name, r in [] if not loopback_rows else [("(a) raw loopback limit (udp-refle
     out.append("| %s | %s | %s | %s | %s | %s |" % (
         name, num(r["pps"], "%.0f"), num(r["participants"], "%g"), num(r["p99"], "%.2f"),
         num(None if r["cpu"] is None else 100 * r["cpu"], "%.0f%%"), r["note"]))
-out.append("")
 if loopback_rows:
+    out.append("")
     out.append("| ratio | forwarded pps | participants | forwarded pps per CPU-second of the core |")
     out.append("|---|---|---|---|")
 for name, x, y in [] if not loopback_rows else [("(b)/(a) Viaduct mmsg vs raw", mmsg, raw),
@@ -562,7 +562,7 @@ if loopback_rows:
     out.append("")
     out.append("Forwarded pps per CPU-second of the core (the rate at that load divided by the core's busy share): raw %s, Viaduct mmsg %s, io_uring %s." % (
         num((raw or {}).get("pps_per_cpu"), "%.0f"), num((mmsg or {}).get("pps_per_cpu"), "%.0f"), num((uring or {}).get("pps_per_cpu"), "%.0f")))
-out.append("")
+    out.append("")
 # (e): equal load, interleaved rounds; the core's CPU per forwarded packet.
 def equal_cost(path, kind):
     d = load(path)
