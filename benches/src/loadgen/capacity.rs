@@ -93,7 +93,6 @@ pub fn search(
     Ok((capacity, chosen))
 }
 
-/// The record of one trial of `conferences` conferences.
 /// Most runs of one load whose failures look like stalls.
 pub const MAX_ATTEMPTS: usize = 3;
 
@@ -109,6 +108,7 @@ fn stall(r: &Report, b: &Bounds) -> bool {
         .is_none_or(|&median| median < b.p99_ms)
 }
 
+/// The record of one trial of `conferences` conferences.
 fn trial_of(r: &Report, conferences: usize, per_conference: usize, pass: bool) -> Trial {
     Trial {
         participants: conferences * per_conference,

@@ -270,8 +270,8 @@ pub struct UringBackend {
     // memory registered with it.
     ring: IoUring,
     bufs: BufRing,
-    /// Owned for the backend's lifetime; an Option only so a failed open can return it.
-    socket: Option<UdpSocket>,
+    /// Owned for the backend's lifetime (`fd` is its descriptor).
+    _socket: UdpSocket,
     /// The socket's fd, cached for SQEs.
     fd: RawFd,
     local: SocketAddr,
@@ -306,42 +306,24 @@ pub struct UringBackend {
 impl UringBackend {
     /// Open on a bound UDP socket, in the thread that will use it.
     pub fn open(socket: UdpSocket) -> io::Result<Self> {
-        Self::try_open(socket).map_err(|(e, _)| e)
-    }
-
-    /// Like [`open`](Self::open), but hands the socket back on failure so the caller can
-    /// fall back to another backend.
-    pub fn try_open(socket: UdpSocket) -> Result<Self, (io::Error, UdpSocket)> {
-        let local = match socket.local_addr() {
-            Ok(a) => a,
-            Err(e) => return Err((context(e, "io_uring: local_addr"), socket)),
-        };
-        let ring = match build_ring() {
-            Ok(r) => r,
-            Err(e) => return Err((e, socket)),
-        };
-        if let Err(e) = check_ring(&ring) {
-            return Err((e, socket));
-        }
-        let bufs = match BufRing::new() {
-            Ok(b) => b,
-            Err(e) => return Err((e, socket)),
-        };
+        let local = socket
+            .local_addr()
+            .map_err(|e| context(e, "io_uring: local_addr"))?;
+        let ring = build_ring()?;
+        check_ring(&ring)?;
+        let bufs = BufRing::new()?;
         // SAFETY: the ring memory is page aligned, RECV_BUFS entries long, and lives in
         // `bufs`, which the backend keeps until after the ring is closed (field order).
         let registered = unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(bufs.ring_addr(), RECV_BUFS, BGID, 0)
         };
-        if let Err(e) = registered {
-            return Err((
-                context(
-                    e,
-                    "io_uring: register provided-buffer ring (needs Linux 5.19)",
-                ),
-                socket,
-            ));
-        }
+        registered.map_err(|e| {
+            context(
+                e,
+                "io_uring: register provided-buffer ring (needs Linux 5.19)",
+            )
+        })?;
 
         // SAFETY: msghdr is plain old data; all-zero is null pointers and zero lengths.
         let mut recv_msghdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
@@ -353,7 +335,7 @@ impl UringBackend {
             ring,
             bufs,
             fd: socket.as_raw_fd(),
-            socket: Some(socket),
+            _socket: socket,
             local,
             v6: local.is_ipv6(),
             recv_msghdr,
@@ -393,9 +375,8 @@ impl UringBackend {
             }),
         };
         if let Some(e) = failure {
-            // Hand the socket back; dropping the rest cancels and unregisters (Drop).
-            let socket = backend.socket.take().expect("socket present until drop");
-            return Err((e, socket));
+            // Dropping the backend cancels and unregisters (Drop).
+            return Err(e);
         }
         backend.syscalls = 0;
         Ok(backend)
